@@ -1,0 +1,88 @@
+//! Acknowledged positions, per pipeline and source shard (SPEC §6).
+//!
+//! A position moves only after every record routed from the batch that ends
+//! there is acknowledged by every output (or dead-lettered): `advance` is
+//! called by the shard task after `Pipeline::process` returned Ok, never
+//! before. The table lives in memory and is flushed to the store every
+//! `interval_ms` and at shutdown; a crash loses at most the positions of the
+//! last interval, which means re-delivery (duplicates), never loss.
+
+mod file;
+
+pub use file::FileStore;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Last acknowledged sequence number; reading resumes after it.
+    pub sequence: Option<String>,
+    /// The shard was read to its end and everything from it acknowledged.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+/// (pipeline, stream, shard id)
+pub type Key = (String, String, String);
+
+pub struct Checkpoints {
+    store: FileStore,
+    table: Mutex<BTreeMap<Key, Position>>,
+    dirty: AtomicBool,
+}
+
+impl Checkpoints {
+    /// Opens the store (taking its lock) and loads what it holds.
+    pub fn open(store: FileStore) -> std::io::Result<Self> {
+        let table = store.load()?;
+        Ok(Checkpoints { store, table: Mutex::new(table), dirty: AtomicBool::new(false) })
+    }
+
+    pub fn get(&self, pipeline: &str, stream: &str, shard: &str) -> Option<Position> {
+        let table = self.table.lock().ok()?;
+        table.get(&(pipeline.to_string(), stream.to_string(), shard.to_string())).cloned()
+    }
+
+    fn update(&self, pipeline: &str, stream: &str, shard: &str, change: impl FnOnce(&mut Position)) {
+        if let Ok(mut table) = self.table.lock() {
+            let entry = table
+                .entry((pipeline.to_string(), stream.to_string(), shard.to_string()))
+                .or_insert(Position { sequence: None, finished: false });
+            change(entry);
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Records that everything up to `sequence` is acknowledged.
+    pub fn advance(&self, pipeline: &str, stream: &str, shard: &str, sequence: &str) {
+        self.update(pipeline, stream, shard, |p| p.sequence = Some(sequence.to_string()));
+    }
+
+    /// Records that the shard is read to its end and fully acknowledged.
+    pub fn finish(&self, pipeline: &str, stream: &str, shard: &str) {
+        self.update(pipeline, stream, shard, |p| p.finished = true);
+    }
+
+    /// Writes the table if it changed since the last flush.
+    pub fn flush(&self) -> std::io::Result<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let snapshot = match self.table.lock() {
+            Ok(table) => table.clone(),
+            Err(_) => return Err(std::io::Error::other("checkpoint table lock poisoned")),
+        };
+        let result = self.store.save(&snapshot);
+        if result.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// A copy of every position (for `status` and tests).
+    pub fn snapshot(&self) -> BTreeMap<Key, Position> {
+        self.table.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}

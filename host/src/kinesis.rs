@@ -1,0 +1,137 @@
+//! Builds the Kinesis clients of sources and outputs: region, endpoint,
+//! optional assumed role, and explicit timeouts (the SDK's defaults can hang).
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_kinesis::Client;
+use std::time::Duration;
+
+/// Where and as whom a client talks to Kinesis.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// Builds a client. Transient failures are retried by the callers (forever,
+/// with backoff); the SDK's own retries are kept to a few quick attempts.
+pub async fn client(settings: &ClientSettings) -> Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(Duration::from_secs(20))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(45))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(2));
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let base = loader.load().await;
+    let mut builder = aws_sdk_kinesis::config::Builder::from(&base);
+    if let Some(endpoint) = &settings.endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
+    if let Some(role) = &settings.role_arn {
+        let mut provider = aws_config::sts::AssumeRoleProvider::builder(role).session_name("distributary");
+        if let Some(id) = &settings.external_id {
+            provider = provider.external_id(id);
+        }
+        builder = builder.credentials_provider(provider.configure(&base).build().await);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// A stream named by name or ARN, as the Kinesis API wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StreamRef {
+    Name(String),
+    Arn(String),
+}
+
+impl StreamRef {
+    pub fn parse(text: &str) -> StreamRef {
+        if text.starts_with("arn:") { StreamRef::Arn(text.to_string()) } else { StreamRef::Name(text.to_string()) }
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            StreamRef::Name(n) => Some(n),
+            StreamRef::Arn(_) => None,
+        }
+    }
+
+    pub fn arn(&self) -> Option<&str> {
+        match self {
+            StreamRef::Arn(a) => Some(a),
+            StreamRef::Name(_) => None,
+        }
+    }
+
+    /// The stream's name (the last segment of an ARN).
+    pub fn short_name(&self) -> &str {
+        match self {
+            StreamRef::Name(n) => n,
+            StreamRef::Arn(a) => a.rsplit('/').next().unwrap_or(a),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamRef::Name(n) | StreamRef::Arn(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Whether an SDK error is worth retrying (throttling, 5xx, timeouts, connection
+/// loss) rather than a request that can never succeed (validation, access).
+pub fn is_transient<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+{
+    use aws_sdk_kinesis::error::SdkError;
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("");
+            !matches!(
+                code,
+                "InvalidArgumentException"
+                    | "ValidationException"
+                    | "AccessDeniedException"
+                    | "KMSAccessDeniedException"
+                    | "KMSDisabledException"
+                    | "KMSInvalidStateException"
+                    | "KMSNotFoundException"
+                    | "KMSOptInRequired"
+                    | "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+            )
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
+/// A one-line description of an SDK error, with the service's code and message.
+pub fn describe<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_kinesis::error::{DisplayErrorContext, SdkError};
+    match err {
+        SdkError::ServiceError(service) => format!(
+            "{}: {}",
+            service.err().code().unwrap_or("service error"),
+            service.err().message().unwrap_or("")
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
+}

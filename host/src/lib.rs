@@ -1,0 +1,30 @@
+//! distributary: reads Kinesis streams and delivers every record to N other
+//! Kinesis streams, routed by sandboxed WebAssembly plugins.
+//!
+//! The data path, in the order a record travels it (see ARCHITECTURE.md):
+//!
+//! - [`config`]: the TOML contract, parsed and validated before anything runs.
+//! - [`source`]: shard discovery and lineage (parents before children) and one
+//!   polling reader per shard.
+//! - [`pipeline`]: one routing job: a [`router`] (native replication or a
+//!   [`plugin`]) and the output writers it may use; processes one shard batch
+//!   at a time and reports when every output acknowledged it.
+//! - [`sink`]: PutRecords batching and retries of failed entries only, keeping order.
+//! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
+//! - [`run`]: wires it all together and handles shutdown.
+//!
+//! Support: [`kinesis`] (clients, stream references, error classes),
+//! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes).
+
+pub mod backoff;
+pub mod checkpoint;
+pub mod config;
+pub mod kinesis;
+pub mod pipeline;
+pub mod plugin;
+pub mod record;
+pub mod router;
+pub mod run;
+pub mod shutdown;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,189 @@
+//! Wires a validated configuration into running tasks, and shuts them down.
+//!
+//! Start-up order, everything that can fail before any record is read:
+//! plugins compiled and initialised, clients built, every source and output
+//! stream checked to exist, the state directory locked and loaded. Then one
+//! `SourceRunner` per source and a checkpoint flusher. On shutdown: sources
+//! stop reading and finish the batches they are delivering, then the final
+//! checkpoint is written.
+
+use crate::checkpoint::{Checkpoints, FileStore};
+use crate::config::{Config, Pipeline as PipelineConfig};
+use crate::kinesis::{ClientSettings, StreamRef, client, describe};
+use crate::pipeline::Pipeline;
+use crate::plugin::Plugin;
+use crate::router::Router;
+use crate::shutdown::Shutdown;
+use crate::sink::{KinesisTransport, OutputWriter};
+use crate::source::SourceRunner;
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request with every pipeline healthy.
+    Stopped,
+    /// One or more pipelines halted (their names).
+    Halted(Vec<String>),
+}
+
+/// Loads the plugin of every pipeline that has one (compile, link, `init`).
+pub fn load_plugins(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<Plugin>>> {
+    let mut plugins = BTreeMap::new();
+    for (i, p) in config.pipelines.iter().enumerate() {
+        if let Some(path) = &p.plugin {
+            let plugin = Plugin::load(&p.name, path, &p.plugin_config_json(), &p.outputs, &p.limits)
+                .with_context(|| format!("{}: pipelines[{i}] ({}).plugin", config.file.display(), p.name))?;
+            plugins.insert(p.name.clone(), Arc::new(plugin));
+        }
+    }
+    Ok(plugins)
+}
+
+async fn check_stream_exists(client: &aws_sdk_kinesis::Client, stream: &StreamRef, key: &str) -> anyhow::Result<()> {
+    client
+        .describe_stream_summary()
+        .set_stream_name(stream.name().map(str::to_string))
+        .set_stream_arn(stream.arn().map(str::to_string))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{key}: stream {stream}: {}", describe(&e)))
+}
+
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
+    let file = config.file.display().to_string();
+    let plugins = {
+        let config_ref = &config;
+        tokio::task::block_in_place(|| load_plugins(config_ref))?
+    };
+
+    let mut writers: BTreeMap<String, Arc<OutputWriter>> = BTreeMap::new();
+    for (name, output) in &config.outputs {
+        let Some(stream) = &output.stream else { bail!("{file}: outputs.{name}.stream: missing") };
+        let settings = ClientSettings {
+            region: output.region.clone(),
+            endpoint_url: output.endpoint_url.clone(),
+            role_arn: output.role_arn.clone(),
+            external_id: output.external_id.clone(),
+        };
+        let client = client(&settings).await;
+        let stream = StreamRef::parse(stream);
+        check_stream_exists(&client, &stream, &format!("{file}: outputs.{name}")).await?;
+        let writer = OutputWriter::new(name.clone(), stream, KinesisTransport(client), output.max_record_bytes, output.max_request_bytes);
+        writers.insert(name.clone(), Arc::new(writer));
+    }
+
+    let store = FileStore::open(&config.checkpoint.path).with_context(|| format!("{file}: checkpoint.path"))?;
+    let checkpoints = Arc::new(Checkpoints::open(store).with_context(|| format!("{file}: checkpoint.path"))?);
+
+    let pipelines: Vec<Arc<Pipeline>> = config
+        .pipelines
+        .iter()
+        .map(|p| build_pipeline(p, &plugins, &writers))
+        .collect::<anyhow::Result<_>>()?;
+
+    let mut sources = Vec::new();
+    for (name, source) in &config.sources {
+        let on_source: Vec<Arc<Pipeline>> = pipelines.iter().filter(|p| &p.source == name).cloned().collect();
+        if on_source.is_empty() {
+            tracing::warn!(source = %name, "no pipeline reads this source; not reading it");
+            continue;
+        }
+        let settings = ClientSettings { region: source.region.clone(), endpoint_url: source.endpoint_url.clone(), ..Default::default() };
+        let client = client(&settings).await;
+        let stream = StreamRef::parse(&source.stream);
+        check_stream_exists(&client, &stream, &format!("{file}: sources.{name}")).await?;
+        sources.push(Arc::new(SourceRunner {
+            name: Arc::from(name.as_str()),
+            stream,
+            client,
+            config: source.clone(),
+            pipelines: on_source,
+            checkpoints: checkpoints.clone(),
+            shutdown: shutdown.clone(),
+        }));
+    }
+
+    tracing::info!(pipelines = pipelines.len(), sources = sources.len(), "distributary running");
+    let flusher = tokio::spawn(flush_loop(checkpoints.clone(), Duration::from_millis(config.checkpoint.interval_ms), shutdown.clone()));
+    let mut running = tokio::task::JoinSet::new();
+    for source in sources {
+        running.spawn(source.run());
+    }
+    // Every pipeline halted: nothing left to do.
+    let watcher = {
+        let (pipelines, shutdown) = (pipelines.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                if pipelines.iter().all(|p| p.is_halted()) {
+                    tracing::error!("every pipeline halted; shutting down");
+                    shutdown.request();
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.requested() => return,
+                }
+            }
+        })
+    };
+    while let Some(joined) = running.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "a source task failed");
+        }
+    }
+    shutdown.request();
+    watcher.abort();
+    let _ = flusher.await;
+    tokio::task::block_in_place(|| checkpoints.flush()).context("writing the final checkpoint")?;
+    tracing::info!("final checkpoint written");
+    for writer in writers.values() {
+        let s = &writer.stats;
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::info!(
+            output = %writer.name,
+            records = s.records_written.load(Relaxed),
+            requests = s.requests.load(Relaxed),
+            entries_retried = s.entries_retried.load(Relaxed),
+            requests_retried = s.requests_retried.load(Relaxed),
+            "output totals"
+        );
+    }
+    let halted: Vec<String> = pipelines.iter().filter(|p| p.is_halted()).map(|p| p.name.clone()).collect();
+    Ok(if halted.is_empty() { Outcome::Stopped } else { Outcome::Halted(halted) })
+}
+
+fn build_pipeline(
+    p: &PipelineConfig,
+    plugins: &BTreeMap<String, Arc<Plugin>>,
+    writers: &BTreeMap<String, Arc<OutputWriter>>,
+) -> anyhow::Result<Arc<Pipeline>> {
+    let writer = |name: &String| writers.get(name).cloned().with_context(|| format!("pipeline {}: no writer for output {name}", p.name));
+    let outputs = p.outputs.iter().map(writer).collect::<anyhow::Result<Vec<_>>>()?;
+    let dead_letter = p.dead_letter.as_ref().map(writer).transpose()?;
+    let router = match plugins.get(&p.name) {
+        Some(plugin) => Router::Wasm(plugin.clone()),
+        None => Router::Replicate,
+    };
+    Ok(Arc::new(Pipeline::new(p.name.clone(), p.source.clone(), router, outputs, p.on_error, dead_letter)))
+}
+
+async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.requested() => return,
+        }
+        let cp = checkpoints.clone();
+        match tokio::task::spawn_blocking(move || cp.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write checkpoints; will retry"),
+            Err(e) => tracing::error!(error = %e, "checkpoint writer failed"),
+        }
+    }
+}

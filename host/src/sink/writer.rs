@@ -1,0 +1,260 @@
+//! One writer per output stream: `deliver` writes an ordered list of records
+//! and returns only when every one is acknowledged, retrying only the entries
+//! that failed (throttling, internal failures) and whole requests that failed
+//! transiently (5xx, timeouts, connection loss), with capped jittered backoff,
+//! forever. It returns an error only for a record the stream can never accept.
+//!
+//! If the process dies inside `deliver`, nothing was checkpointed for these
+//! records yet: they are read and written again after restart (at-least-once).
+
+use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
+use crate::backoff::Backoff;
+use crate::kinesis::{StreamRef, describe, is_transient};
+use crate::record::OutRecord;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What became of one PutRecords call.
+#[derive(Debug)]
+pub enum PutOutcome {
+    /// The call was answered: per entry, `None` if written, else the error code and message.
+    Answered(Vec<Option<String>>),
+    /// The whole call failed in a way worth retrying.
+    Transient(String),
+    /// The whole call was rejected and will be again.
+    Rejected(String),
+}
+
+/// The PutRecords call, behind a trait so the retry logic can be tested with injected failures.
+pub trait Transport: Send + Sync {
+    fn put_records(&self, stream: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> impl Future<Output = PutOutcome> + Send;
+}
+
+/// PutRecords against a real (or local) Kinesis.
+pub struct KinesisTransport(pub Client);
+
+impl Transport for KinesisTransport {
+    async fn put_records(&self, stream: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+        let n = entries.len();
+        let call = self
+            .0
+            .put_records()
+            .set_stream_name(stream.name().map(str::to_string))
+            .set_stream_arn(stream.arn().map(str::to_string))
+            .set_records(Some(entries));
+        match call.send().await {
+            Ok(out) => {
+                let results: Vec<Option<String>> = out
+                    .records()
+                    .iter()
+                    .map(|r| {
+                        r.error_code().map(|code| format!("{code}: {}", r.error_message().unwrap_or("")))
+                    })
+                    .collect();
+                if results.len() != n {
+                    return PutOutcome::Transient(format!("PutRecords answered {} results for {n} entries", results.len()));
+                }
+                PutOutcome::Answered(results)
+            }
+            Err(err) if is_transient(&err) => PutOutcome::Transient(describe(&err)),
+            Err(err) => PutOutcome::Rejected(describe(&err)),
+        }
+    }
+}
+
+/// A record an output can never accept.
+#[derive(Debug, thiserror::Error)]
+#[error("output {output} (stream {stream}) cannot accept the record routed from batch index {source_index}: {reason}")]
+pub struct DeliverError {
+    pub output: String,
+    pub stream: String,
+    pub source_index: u32,
+    pub reason: String,
+}
+
+/// Counters of one output, read by the metrics and the tests' logs.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub records_written: AtomicU64,
+    pub requests: AtomicU64,
+    pub entries_retried: AtomicU64,
+    pub requests_retried: AtomicU64,
+}
+
+pub struct OutputWriter<T: Transport = KinesisTransport> {
+    pub name: String,
+    pub stream: StreamRef,
+    transport: T,
+    max_record_bytes: usize,
+    max_request_bytes: usize,
+    pub stats: WriterStats,
+}
+
+impl<T: Transport> OutputWriter<T> {
+    pub fn new(name: String, stream: StreamRef, transport: T, max_record_bytes: usize, max_request_bytes: usize) -> Self {
+        OutputWriter { name, stream, transport, max_record_bytes, max_request_bytes, stats: WriterStats::default() }
+    }
+
+    /// Checks every record against the output's limits before anything is written.
+    pub fn check(&self, records: &[OutRecord]) -> Result<(), DeliverError> {
+        for record in records {
+            check_record(record, self.max_record_bytes).map_err(|reason| self.error(record.source_index, reason))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, source_index: u32, reason: String) -> DeliverError {
+        DeliverError { output: self.name.clone(), stream: self.stream.to_string(), source_index, reason }
+    }
+
+    /// Writes `records` in order; returns when all are acknowledged.
+    pub async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
+        self.check(&records)?;
+        let mut pending: VecDeque<OutRecord> = records.into();
+        let mut backoff = Backoff::kinesis();
+        while !pending.is_empty() {
+            let n = next_request_len(&pending, self.max_request_bytes);
+            debug_assert!(n >= 1 && n <= MAX_ENTRIES_PER_REQUEST);
+            let entries = pending.iter().take(n).map(to_entry).collect::<Result<Vec<_>, _>>();
+            let entries = entries.map_err(|e| self.error(pending[0].source_index, e))?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            match self.transport.put_records(&self.stream, entries).await {
+                PutOutcome::Answered(results) => {
+                    let mut failed: Vec<OutRecord> = Vec::new();
+                    let mut first_error = None;
+                    for (record, result) in pending.drain(..n).zip(results) {
+                        if let Some(error) = result {
+                            first_error.get_or_insert(error);
+                            failed.push(record);
+                        }
+                    }
+                    let written = n - failed.len();
+                    self.stats.records_written.fetch_add(written as u64, Ordering::Relaxed);
+                    if failed.is_empty() {
+                        backoff.reset();
+                        continue;
+                    }
+                    self.stats.entries_retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(output = %self.name, failed = failed.len(), of = n, error = ?first_error, "PutRecords entries failed; retrying them");
+                    for record in failed.into_iter().rev() {
+                        pending.push_front(record);
+                    }
+                    // Progress (some entries written) keeps the wait short; only
+                    // requests that write nothing escalate towards the cap.
+                    if written > 0 {
+                        backoff.reset();
+                    }
+                    backoff.wait().await;
+                }
+                PutOutcome::Transient(error) => {
+                    self.stats.requests_retried.fetch_add(1, Ordering::Relaxed);
+                    let level_warn = backoff.attempts() >= 3;
+                    if level_warn {
+                        tracing::warn!(output = %self.name, attempt = backoff.attempts(), %error, "PutRecords failed; retrying");
+                    } else {
+                        tracing::debug!(output = %self.name, %error, "PutRecords failed; retrying");
+                    }
+                    backoff.wait().await;
+                }
+                PutOutcome::Rejected(error) => {
+                    return Err(self.error(pending[0].source_index, format!("PutRecords of {n} records rejected: {error}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_entry(record: &OutRecord) -> Result<PutRecordsRequestEntry, String> {
+    PutRecordsRequestEntry::builder()
+        .data(Blob::new(record.data.clone()))
+        .partition_key(record.partition_key.clone())
+        .set_explicit_hash_key(record.explicit_hash_key.clone())
+        .build()
+        .map_err(|e| format!("cannot build the PutRecords entry: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Fails each entry with the given probability and whole calls now and then; keeps what it "wrote".
+    struct Flaky {
+        entry_failure: f64,
+        call_failure: f64,
+        written: Mutex<Vec<(String, Vec<u8>)>>,
+        rng: Mutex<fastrand::Rng>,
+    }
+
+    impl Transport for Flaky {
+        async fn put_records(&self, _: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+            assert!(entries.len() <= MAX_ENTRIES_PER_REQUEST);
+            let mut rng = self.rng.lock().unwrap();
+            if rng.f64() < self.call_failure {
+                return PutOutcome::Transient("503".into());
+            }
+            let mut written = self.written.lock().unwrap();
+            PutOutcome::Answered(
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        if rng.f64() < self.entry_failure {
+                            Some("ProvisionedThroughputExceededException: slow down".into())
+                        } else {
+                            written.push((e.partition_key().to_string(), e.data().as_ref().to_vec()));
+                            None
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_failures_lose_nothing_and_keep_per_key_order() {
+        let flaky = Flaky {
+            entry_failure: 0.3,
+            call_failure: 0.1,
+            written: Mutex::new(Vec::new()),
+            rng: Mutex::new(fastrand::Rng::with_seed(7)),
+        };
+        let writer = OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20);
+        let records: Vec<OutRecord> = (0..3000u32)
+            .map(|i| OutRecord {
+                data: i.to_be_bytes().to_vec(),
+                partition_key: format!("k{}", i % 37),
+                explicit_hash_key: None,
+                source_index: i,
+            })
+            .collect();
+        writer.deliver(records).await.unwrap();
+        let written = writer.transport.written.lock().unwrap();
+        assert_eq!(written.len(), 3000, "every record written exactly once");
+        let mut last: HashMap<&str, u32> = HashMap::new();
+        for (key, data) in written.iter() {
+            let i = u32::from_be_bytes(data[..4].try_into().unwrap());
+            if let Some(prev) = last.insert(key, i) {
+                assert!(prev < i, "key {key}: {i} written after {prev}");
+            }
+        }
+        assert!(writer.stats.entries_retried.load(Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test]
+    async fn an_oversize_record_is_refused_before_anything_is_written() {
+        let flaky = Flaky { entry_failure: 0.0, call_failure: 0.0, written: Mutex::new(Vec::new()), rng: Mutex::new(fastrand::Rng::new()) };
+        let writer = OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1024, 5 << 20);
+        let ok = OutRecord { data: vec![1; 10], partition_key: "a".into(), explicit_hash_key: None, source_index: 0 };
+        let big = OutRecord { data: vec![1; 2000], partition_key: "b".into(), explicit_hash_key: None, source_index: 1 };
+        let err = writer.deliver(vec![ok, big]).await.unwrap_err();
+        assert_eq!(err.source_index, 1);
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert!(writer.transport.written.lock().unwrap().is_empty());
+    }
+}

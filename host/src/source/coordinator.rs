@@ -1,0 +1,304 @@
+//! Runs one source: discovers its shards, starts one task per shard once its
+//! parents are done, and in each task feeds the shard's batches, in order, to
+//! every pipeline on the source.
+//!
+//! Invariants:
+//! - A child shard starts only when every parent still listed is read to its
+//!   end and acknowledged (or was already finished per checkpoint), so per-key
+//!   order holds across splits and merges.
+//! - Batches of one shard are processed one after another: batch n+1 is not
+//!   routed before every output acknowledged batch n, so no output ever sees
+//!   a later record of a shard before an earlier one; the checkpoint moves
+//!   after that acknowledgement. (The next GetRecords is already in flight
+//!   meanwhile, bounded to one batch ahead.)
+//! - On shutdown a shard task finishes the batch it is delivering and stops;
+//!   batches read but not started are dropped unacknowledged (read again
+//!   after restart, never written twice).
+
+use super::reader::{ReadBatch, ShardReader, StartAt};
+use super::shards::{ShardInfo, list_shards};
+use crate::backoff::Backoff;
+use crate::checkpoint::Checkpoints;
+use crate::config::{Source, StartPosition, validate_timestamp};
+use crate::kinesis::StreamRef;
+use crate::pipeline::{Pipeline, ShardBatch};
+use crate::record::compare_sequence;
+use crate::shutdown::Shutdown;
+use aws_sdk_kinesis::Client;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+pub struct SourceRunner {
+    pub name: Arc<str>,
+    pub stream: StreamRef,
+    pub client: Client,
+    pub config: Source,
+    pub pipelines: Vec<Arc<Pipeline>>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub shutdown: Shutdown,
+}
+
+enum ShardEnd {
+    /// Read to the end and acknowledged by every pipeline still running.
+    Finished,
+    /// Stopped by shutdown, or every pipeline halted.
+    Stopped,
+}
+
+impl SourceRunner {
+    fn stream_key(&self) -> &str {
+        self.stream.short_name()
+    }
+
+    fn active_pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
+        self.pipelines.iter().filter(|p| !p.is_halted())
+    }
+
+    /// Runs until shutdown, or until every pipeline on the source halted.
+    pub async fn run(self: Arc<Self>) {
+        let mut shards: BTreeMap<String, ShardInfo> = BTreeMap::new();
+        let mut done: HashSet<String> = HashSet::new();
+        let mut read_here: HashSet<String> = HashSet::new();
+        let mut running: HashSet<String> = HashSet::new();
+        let mut tasks: JoinSet<(String, ShardEnd)> = JoinSet::new();
+        let mut discover = tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
+        let mut backoff = Backoff::kinesis();
+        loop {
+            if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
+                self.start_ready_shards(&shards, &mut done, &read_here, &mut running, &mut tasks);
+            } else if tasks.is_empty() {
+                return;
+            }
+            tokio::select! {
+                Some(joined) = tasks.join_next() => {
+                    let (shard, end) = match joined {
+                        Ok(result) => result,
+                        Err(e) => {
+                            tracing::error!(source = %self.name, error = %e, "a shard task failed; stopping the source");
+                            self.shutdown.request();
+                            continue;
+                        }
+                    };
+                    running.remove(&shard);
+                    if let ShardEnd::Finished = end {
+                        tracing::info!(source = %self.name, %shard, "shard read to its end");
+                        done.insert(shard.clone());
+                        read_here.insert(shard);
+                        discover.reset_immediately();
+                    }
+                }
+                _ = discover.tick(), if !self.shutdown.is_requested() => {
+                    match list_shards(&self.client, &self.stream).await {
+                        Ok(list) => {
+                            backoff.reset();
+                            let known = shards.len();
+                            shards = list.into_iter().map(|s| (s.id.clone(), s)).collect();
+                            if shards.len() != known {
+                                tracing::info!(source = %self.name, shards = shards.len(), "shard list changed");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(source = %self.name, %error, "cannot list shards; retrying");
+                            let delay = backoff.next_delay();
+                            discover.reset_after(delay);
+                        }
+                    }
+                }
+                _ = self.shutdown.requested(), if !tasks.is_empty() => {
+                    // Loop again: no new shards start; wait for running ones to stop.
+                }
+            }
+        }
+    }
+
+    fn start_ready_shards(
+        self: &Arc<Self>,
+        shards: &BTreeMap<String, ShardInfo>,
+        done: &mut HashSet<String>,
+        read_here: &HashSet<String>,
+        running: &mut HashSet<String>,
+        tasks: &mut JoinSet<(String, ShardEnd)>,
+    ) {
+        // Marking a shard done can make its children ready: repeat until stable.
+        loop {
+            let mut progressed = false;
+            for shard in shards.values() {
+                if done.contains(&shard.id) || running.contains(&shard.id) {
+                    continue;
+                }
+                let parents_done = shard.parents.iter().all(|p| !shards.contains_key(p) || done.contains(p));
+                if !parents_done {
+                    continue;
+                }
+                match self.start_for(shard, read_here) {
+                    None => {
+                        done.insert(shard.id.clone());
+                        progressed = true;
+                    }
+                    Some(start) => {
+                        running.insert(shard.id.clone());
+                        let me = self.clone();
+                        let id = shard.id.clone();
+                        tracing::info!(source = %self.name, shard = %id, ?start, "reading shard");
+                        tasks.spawn(async move {
+                            let end = me.run_shard(id.clone(), start).await;
+                            (id, end)
+                        });
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Where to start reading `shard`, or None if no pipeline needs it.
+    fn start_for(&self, shard: &ShardInfo, read_here: &HashSet<String>) -> Option<StartAt> {
+        let stream = self.stream_key();
+        let mut sequences = Vec::new();
+        let mut unstarted = false;
+        let mut needed = false;
+        for pipeline in self.active_pipelines() {
+            match self.checkpoints.get(&pipeline.name, stream, &shard.id) {
+                Some(p) if p.finished => {}
+                Some(p) => {
+                    needed = true;
+                    match p.sequence {
+                        Some(seq) => sequences.push(seq),
+                        None => unstarted = true,
+                    }
+                }
+                None => {
+                    needed = true;
+                    unstarted = true;
+                }
+            }
+        }
+        if !needed {
+            return None;
+        }
+        let configured = match self.config.start_position {
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::AtTimestamp => match self.config.start_timestamp.as_deref().map(validate_timestamp) {
+                Some(Ok(ts)) => StartAt::AtTimestamp(ts),
+                _ => StartAt::TrimHorizon,
+            },
+            StartPosition::Latest => {
+                if shard.parents.iter().any(|p| read_here.contains(p)) {
+                    // Everything in a child of a shard we read to its end is new to us.
+                    StartAt::TrimHorizon
+                } else if shard.closed && sequences.is_empty() {
+                    // Nothing new will ever arrive in a closed shard.
+                    return None;
+                } else {
+                    StartAt::Latest
+                }
+            }
+        };
+        let earliest = sequences.into_iter().min_by(|a, b| compare_sequence(a, b));
+        Some(match (earliest, unstarted) {
+            (Some(seq), false) => StartAt::AfterSequence(seq),
+            // A pipeline without a position joins the earliest one, unless the configured start is earlier still.
+            (Some(_), true) if configured == StartAt::TrimHorizon => StartAt::TrimHorizon,
+            (Some(seq), true) => StartAt::AfterSequence(seq),
+            (None, _) => configured,
+        })
+    }
+
+    async fn run_shard(self: Arc<Self>, shard_id: String, start: StartAt) -> ShardEnd {
+        let stream = self.stream_key().to_string();
+        let reader = ShardReader::new(
+            self.client.clone(),
+            self.stream.clone(),
+            shard_id.clone(),
+            start,
+            self.config.max_records_per_read,
+            Duration::from_millis(self.config.poll_interval_ms),
+        );
+        // Read one batch ahead of delivery, no more (bounded memory).
+        let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
+        let shutdown = self.shutdown.clone();
+        let read_ahead = tokio::spawn(read_loop(reader, tx, shutdown));
+        // Per pipeline: records up to this sequence number are already acknowledged.
+        let mut skip_until: Vec<Option<String>> = self
+            .pipelines
+            .iter()
+            .map(|p| self.checkpoints.get(&p.name, &stream, &shard_id).and_then(|c| c.sequence))
+            .collect();
+        let finished_before: Vec<bool> = self
+            .pipelines
+            .iter()
+            .map(|p| self.checkpoints.get(&p.name, &stream, &shard_id).is_some_and(|c| c.finished))
+            .collect();
+        let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
+        let end = loop {
+            if self.shutdown.is_requested() {
+                break ShardEnd::Stopped;
+            }
+            let Some(read) = rx.recv().await else { break ShardEnd::Stopped };
+            let batch = Arc::new(ShardBatch { source: self.name.clone(), shard_id: shard_arc.clone(), records: Arc::new(read.records) });
+            let mut work = JoinSet::new();
+            for (i, pipeline) in self.pipelines.iter().enumerate() {
+                if pipeline.is_halted() || finished_before[i] {
+                    continue;
+                }
+                let start = match &skip_until[i] {
+                    Some(seq) => batch.records.partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
+                    None => 0,
+                };
+                if start >= batch.records.len() {
+                    continue;
+                }
+                skip_until[i] = None;
+                let (pipeline, batch) = (pipeline.clone(), batch.clone());
+                work.spawn(async move { (i, pipeline.process(&batch, start).await) });
+            }
+            while let Some(joined) = work.join_next().await {
+                match joined {
+                    Ok((i, Ok(()))) => {
+                        if let Some(last) = batch.records.last() {
+                            self.checkpoints.advance(&self.pipelines[i].name, &stream, &shard_id, &last.sequence_number);
+                        }
+                    }
+                    Ok((_, Err(halt))) => {
+                        tracing::error!(source = %self.name, shard = %shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
+                    }
+                    Err(e) => tracing::error!(source = %self.name, shard = %shard_id, error = %e, "pipeline task failed"),
+                }
+            }
+            if read.end {
+                for (i, pipeline) in self.pipelines.iter().enumerate() {
+                    if !pipeline.is_halted() && !finished_before[i] {
+                        self.checkpoints.finish(&pipeline.name, &stream, &shard_id);
+                    }
+                }
+                break ShardEnd::Finished;
+            }
+            if self.active_pipelines().next().is_none() {
+                break ShardEnd::Stopped;
+            }
+        };
+        read_ahead.abort();
+        end
+    }
+}
+
+async fn read_loop(mut reader: ShardReader, tx: mpsc::Sender<ReadBatch>, shutdown: Shutdown) {
+    loop {
+        let batch = tokio::select! {
+            batch = reader.next() => batch,
+            _ = shutdown.requested() => return,
+        };
+        let end = batch.end;
+        if (!batch.records.is_empty() || end) && tx.send(batch).await.is_err() {
+            return;
+        }
+        if end {
+            return;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Polls one shard with GetRecords.
+//!
+//! Pacing: at most one call per `MIN_CALL_GAP` (Kinesis allows 5 reads per
+//! second per shard across all consumers), and a pause of `poll_interval`
+//! after a call that found the shard caught up. Recovery: an expired iterator
+//! is replaced from the last record read; throttling and transient errors are
+//! retried with backoff, forever. The reader position (last record read) is
+//! not the checkpoint (last record acknowledged): a restart resumes from the
+//! checkpoint.
+
+use crate::backoff::Backoff;
+use crate::kinesis::{StreamRef, describe, is_transient};
+use crate::record::SourceRecord;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_smithy_types::DateTime;
+use std::time::{Duration, Instant};
+
+const MIN_CALL_GAP: Duration = Duration::from_millis(200);
+
+/// Where reading a shard starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartAt {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(DateTime),
+    AfterSequence(String),
+}
+
+/// What one GetRecords call gave.
+pub struct ReadBatch {
+    pub records: Vec<SourceRecord>,
+    pub millis_behind: Option<i64>,
+    /// The shard is closed and this was its last batch.
+    pub end: bool,
+}
+
+pub struct ShardReader {
+    client: Client,
+    stream: StreamRef,
+    pub shard_id: String,
+    position: StartAt,
+    iterator: Option<String>,
+    limit: i32,
+    poll_interval: Duration,
+    next_call: Instant,
+    backoff: Backoff,
+}
+
+impl ShardReader {
+    pub fn new(client: Client, stream: StreamRef, shard_id: String, start: StartAt, limit: i32, poll_interval: Duration) -> Self {
+        ShardReader {
+            client,
+            stream,
+            shard_id,
+            position: start,
+            iterator: None,
+            limit,
+            poll_interval,
+            next_call: Instant::now(),
+            backoff: Backoff::kinesis(),
+        }
+    }
+
+    /// The next batch (possibly empty), retrying errors until it gets one.
+    pub async fn next(&mut self) -> ReadBatch {
+        loop {
+            tokio::time::sleep_until(self.next_call.into()).await;
+            if self.iterator.is_none() {
+                match self.get_iterator().await {
+                    Ok(iterator) => self.iterator = Some(iterator),
+                    Err(error) => {
+                        self.retry_later(&error).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(iterator) = self.iterator.clone() else { continue };
+            self.next_call = Instant::now() + MIN_CALL_GAP;
+            let result = self
+                .client
+                .get_records()
+                .shard_iterator(iterator)
+                .limit(self.limit)
+                .set_stream_arn(self.stream.arn().map(str::to_string))
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    self.backoff.reset();
+                    let records: Vec<SourceRecord> = out.records.into_iter().map(to_source_record).collect();
+                    if let Some(last) = records.last() {
+                        self.position = StartAt::AfterSequence(last.sequence_number.clone());
+                    }
+                    self.iterator = out.next_shard_iterator.filter(|i| !i.is_empty());
+                    let end = self.iterator.is_none();
+                    let caught_up = records.is_empty() || out.millis_behind_latest == Some(0);
+                    if caught_up && !end {
+                        self.next_call = Instant::now() + self.poll_interval.max(MIN_CALL_GAP);
+                    }
+                    return ReadBatch { records, millis_behind: out.millis_behind_latest, end };
+                }
+                Err(err) => {
+                    let code = err.as_service_error().and_then(|e| aws_sdk_kinesis::error::ProvideErrorMetadata::code(e));
+                    if code == Some("ExpiredIteratorException") {
+                        tracing::debug!(shard = %self.shard_id, "shard iterator expired; getting a new one");
+                        self.iterator = None;
+                        continue;
+                    }
+                    let transient = is_transient(&err);
+                    let error = describe(&err);
+                    if !transient {
+                        // e.g. an iterator the server no longer recognises: start again from the position.
+                        self.iterator = None;
+                    }
+                    self.retry_later(&format!("GetRecords: {error}")).await;
+                }
+            }
+        }
+    }
+
+    async fn retry_later(&mut self, error: &str) {
+        if self.backoff.attempts() >= 3 {
+            tracing::warn!(stream = %self.stream, shard = %self.shard_id, %error, "reading a shard failed; retrying");
+        } else {
+            tracing::debug!(stream = %self.stream, shard = %self.shard_id, %error, "reading a shard failed; retrying");
+        }
+        self.backoff.wait().await;
+    }
+
+    async fn get_iterator(&self) -> Result<String, String> {
+        let call = self
+            .client
+            .get_shard_iterator()
+            .shard_id(&self.shard_id)
+            .set_stream_name(self.stream.name().map(str::to_string))
+            .set_stream_arn(self.stream.arn().map(str::to_string));
+        let call = match &self.position {
+            StartAt::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartAt::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
+            StartAt::AtTimestamp(ts) => call.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(*ts),
+            StartAt::AfterSequence(seq) => call.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+        };
+        let out = call.send().await.map_err(|e| format!("GetShardIterator: {}", describe(&e)))?;
+        out.shard_iterator.ok_or_else(|| "GetShardIterator returned no iterator".to_string())
+    }
+}
+
+fn to_source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
+    SourceRecord {
+        arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()).unwrap_or(0),
+        data: r.data.into_inner(),
+        partition_key: r.partition_key.unwrap_or_default(),
+        explicit_hash_key: None,
+        sequence_number: r.sequence_number,
+        sub_sequence_number: 0,
+    }
+}

@@ -1,0 +1,101 @@
+//! Read access to the packed batch of the WIT contract: record i's fields as
+//! slices of the shared column buffers, with no per-record copy.
+
+use crate::bindings::distributary::plugin::types::Batch as WitBatch;
+
+/// A batch of records from one source shard, in source order.
+pub struct Batch {
+    raw: WitBatch,
+}
+
+fn span(ends: &[u32], i: usize) -> (usize, usize) {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    (start, ends[i] as usize)
+}
+
+fn check(name: &str, ends: &[u32], len: usize, buffer: usize) -> Result<(), String> {
+    if ends.len() != len {
+        return Err(format!("batch column {name} has {} ends for {len} records", ends.len()));
+    }
+    let mut previous = 0u32;
+    for &end in ends {
+        if end < previous || end as usize > buffer {
+            return Err(format!("batch column {name} has a bad end offset {end}"));
+        }
+        previous = end;
+    }
+    Ok(())
+}
+
+impl Batch {
+    /// Checks the column lengths and offsets once, so that accessors cannot go out of bounds.
+    pub(crate) fn new(raw: WitBatch) -> Result<Self, String> {
+        let n = raw.data_ends.len();
+        check("data", &raw.data_ends, n, raw.data.len())?;
+        check("partition-keys", &raw.partition_key_ends, n, raw.partition_keys.len())?;
+        check("explicit-hash-keys", &raw.explicit_hash_key_ends, n, raw.explicit_hash_keys.len())?;
+        check("sequence-numbers", &raw.sequence_number_ends, n, raw.sequence_numbers.len())?;
+        if raw.sub_sequence_numbers.len() != n || raw.arrival_times.len() != n {
+            return Err("batch columns differ in length".into());
+        }
+        for (name, text, ends) in [
+            ("partition-keys", &raw.partition_keys, &raw.partition_key_ends),
+            ("explicit-hash-keys", &raw.explicit_hash_keys, &raw.explicit_hash_key_ends),
+            ("sequence-numbers", &raw.sequence_numbers, &raw.sequence_number_ends),
+        ] {
+            if ends.iter().any(|&e| !text.is_char_boundary(e as usize)) {
+                return Err(format!("batch column {name} splits a UTF-8 character"));
+            }
+        }
+        Ok(Batch { raw })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u32 {
+        self.raw.data_ends.len() as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.data_ends.is_empty()
+    }
+
+    /// The source's name in the host configuration.
+    pub fn source(&self) -> &str {
+        &self.raw.source
+    }
+
+    /// The source shard all records of this batch come from.
+    pub fn shard_id(&self) -> &str {
+        &self.raw.shard_id
+    }
+
+    /// Record `i`'s data.
+    pub fn data(&self, i: u32) -> &[u8] {
+        let (s, e) = span(&self.raw.data_ends, i as usize);
+        &self.raw.data[s..e]
+    }
+
+    pub fn partition_key(&self, i: u32) -> &str {
+        let (s, e) = span(&self.raw.partition_key_ends, i as usize);
+        &self.raw.partition_keys[s..e]
+    }
+
+    pub fn explicit_hash_key(&self, i: u32) -> Option<&str> {
+        let (s, e) = span(&self.raw.explicit_hash_key_ends, i as usize);
+        (s != e).then(|| &self.raw.explicit_hash_keys[s..e])
+    }
+
+    pub fn sequence_number(&self, i: u32) -> &str {
+        let (s, e) = span(&self.raw.sequence_number_ends, i as usize);
+        &self.raw.sequence_numbers[s..e]
+    }
+
+    pub fn sub_sequence_number(&self, i: u32) -> u64 {
+        self.raw.sub_sequence_numbers[i as usize]
+    }
+
+    /// Approximate arrival time, milliseconds since the Unix epoch.
+    pub fn arrival_ms(&self, i: u32) -> i64 {
+        self.raw.arrival_times[i as usize]
+    }
+}

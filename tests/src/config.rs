@@ -1,0 +1,18 @@
+//! Config text for tests: one source, outputs, one pipeline, all pointed at a local endpoint.
+
+/// A config with source `input` (stream `input`), one output per `(name, stream)`, and a
+/// pipeline `p` over all outputs; `extra` is appended to the pipeline (plugin lines).
+pub fn simple(endpoint: &str, outputs: &[(&str, &str)], pipeline_extra: &str) -> String {
+    let mut text = format!(
+        "[sources.input]\nstream = \"input\"\nendpoint_url = \"{endpoint}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
+    );
+    for (name, stream) in outputs {
+        text.push_str(&format!("[outputs.{name}]\nstream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\n\n"));
+    }
+    let names: Vec<String> = outputs.iter().map(|(n, _)| format!("{n:?}")).collect();
+    text.push_str(&format!(
+        "[checkpoint]\npath = \"state\"\ninterval_ms = 200\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [{}]\n{pipeline_extra}\n",
+        names.join(", ")
+    ));
+    text
+}

@@ -1,0 +1,162 @@
+//! A fault-injecting Kinesis proxy on 127.0.0.1 for the tests: it forwards
+//! every call to the real local Kinesis, except that in each PutRecords call
+//! it fails a random share of the entries with
+//! ProvisionedThroughputExceededException. Failed entries are removed from
+//! the request before it is forwarded, so (as with real Kinesis) they are not
+//! written; the answer merges the upstream results with the injected failures
+//! at their original positions. No emulator produces partial failures itself.
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub injected: Arc<AtomicU64>,
+    pub put_calls: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct State {
+    upstream: String,
+    fail_rate: f64,
+    client: Client<HttpConnector, Full<Bytes>>,
+    injected: Arc<AtomicU64>,
+    put_calls: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (an http://127.0.0.1:port endpoint).
+    pub async fn start(upstream: &str, fail_rate: f64) -> Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let injected = Arc::new(AtomicU64::new(0));
+        let put_calls = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            fail_rate,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            injected: injected.clone(),
+            put_calls: put_calls.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { handle(state, req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(FaultProxy { endpoint, injected, put_calls, task })
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if target.ends_with(".PutRecords") {
+        if let Ok(request) = serde_json::from_slice::<Value>(&body) {
+            return Ok(put_records_with_faults(&state, &parts, request).await);
+        }
+    }
+    Ok(forward(&state, &parts, body).await)
+}
+
+async fn forward(state: &State, parts: &hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
+    let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+    for (name, value) in &parts.headers {
+        if name != "content-length" && name != "host" {
+            builder = builder.header(name, value);
+        }
+    }
+    let request = match builder.header("content-length", body.len()).body(Full::new(body)) {
+        Ok(r) => r,
+        Err(e) => return error_response(502, &format!("proxy: {e}")),
+    };
+    match state.client.request(request).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            match body.collect().await {
+                Ok(bytes) => Response::from_parts(parts, Full::new(bytes.to_bytes())),
+                Err(e) => error_response(502, &format!("proxy: {e}")),
+            }
+        }
+        Err(e) => error_response(502, &format!("proxy: {e}")),
+    }
+}
+
+async fn put_records_with_faults(state: &State, parts: &hyper::http::request::Parts, mut request: Value) -> Response<Full<Bytes>> {
+    state.put_calls.fetch_add(1, Ordering::Relaxed);
+    let entries = request.get("Records").and_then(Value::as_array).cloned().unwrap_or_default();
+    let fail: Vec<bool> = entries.iter().map(|_| fastrand::f64() < state.fail_rate).collect();
+    let survivors: Vec<Value> = entries.iter().zip(&fail).filter(|(_, f)| !**f).map(|(e, _)| e.clone()).collect();
+    let mut upstream_results: Vec<Value> = Vec::new();
+    if !survivors.is_empty() {
+        request["Records"] = Value::Array(survivors);
+        let body = Bytes::from(request.to_string());
+        let response = forward(state, parts, body).await;
+        if !response.status().is_success() {
+            return response;
+        }
+        let bytes = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error_response(502, "proxy: upstream body"),
+        };
+        let answer: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(_) => return error_response(502, "proxy: upstream answer is not JSON"),
+        };
+        upstream_results = answer.get("Records").and_then(Value::as_array).cloned().unwrap_or_default();
+    }
+    let mut upstream = upstream_results.into_iter();
+    let mut failed_count = 0;
+    let records: Vec<Value> = fail
+        .iter()
+        .map(|&f| {
+            if f {
+                failed_count += 1;
+                json!({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard (injected by the test proxy)"})
+            } else {
+                let r = upstream.next().unwrap_or(Value::Null);
+                if r.get("ErrorCode").is_some() {
+                    failed_count += 1;
+                }
+                r
+            }
+        })
+        .collect();
+    state.injected.fetch_add(fail.iter().filter(|f| **f).count() as u64, Ordering::Relaxed);
+    let answer = json!({"FailedRecordCount": failed_count, "Records": records});
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Full::new(Bytes::from(answer.to_string())))
+        .unwrap_or_else(|_| error_response(500, "proxy"))
+}
+
+fn error_response(status: u16, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(json!({"__type": "InternalFailure", "message": message}).to_string())));
+    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    response
+}

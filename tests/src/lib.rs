@@ -1,0 +1,373 @@
+//! The end-to-end test harness: starts a private kinesis-local on a free
+//! loopback port (through `scripts/local-kinesis`), creates streams, writes
+//! and reads records, and runs the release `distributary` binary as a child
+//! process, stopping everything it started by PID.
+//!
+//! Every wait is bounded: helpers take a deadline and fail with what they saw.
+
+pub mod config;
+pub mod fault;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The target directory shared by the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// The release binary under test (built by `cargo build --release` before the tests).
+pub fn distributary_bin() -> PathBuf {
+    target_dir().join("release").join("distributary")
+}
+
+/// A shipped plugin built for wasm32-wasip2.
+pub fn plugin(name: &str) -> PathBuf {
+    target_dir().join("wasm32-wasip2").join("release").join(format!("{name}.wasm"))
+}
+
+/// A free TCP port on 127.0.0.1 (and the next one, which kinesis-local uses for TLS).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let Ok(a) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(addr) = a.local_addr() else { continue };
+        let port = addr.port();
+        if port < 65000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
+
+/// A kinesis-local server owned by one test.
+pub struct LocalKinesis {
+    pub port: u16,
+    pub endpoint: String,
+    dir: tempfile::TempDir,
+    pid: u32,
+}
+
+impl LocalKinesis {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port_pair();
+        let out = Command::new(root().join("scripts/local-kinesis"))
+            .args(["start", &port.to_string()])
+            .arg(dir.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running scripts/local-kinesis")?;
+        if !out.status.success() {
+            bail!("scripts/local-kinesis start failed: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").parse().context("reading the server PID")?;
+        Ok(LocalKinesis { port, endpoint: format!("http://127.0.0.1:{port}"), dir, pid })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub async fn client(&self) -> Client {
+        client_for(&self.endpoint).await
+    }
+}
+
+impl Drop for LocalKinesis {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/local-kinesis")).arg("stop").arg(self.dir.path()).status();
+    }
+}
+
+/// A client with dummy credentials for a local endpoint.
+pub async fn client_for(endpoint: &str) -> Client {
+    let creds = aws_sdk_kinesis::config::Credentials::new("test", "test", None, None, "distributary-tests");
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .timeout_config(
+            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(30))
+                .connect_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .build();
+    Client::from_conf(config)
+}
+
+/// Creates a stream and waits until it is ACTIVE.
+pub async fn create_stream(client: &Client, name: &str, shards: i32) -> Result<()> {
+    client.create_stream().stream_name(name).shard_count(shards).send().await.with_context(|| format!("CreateStream {name}"))?;
+    wait_active(client, name).await
+}
+
+pub async fn wait_active(client: &Client, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = client.describe_stream_summary().stream_name(name).send().await?;
+        if out.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("stream {name} not ACTIVE after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test record: data and partition key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Rec {
+    pub key: String,
+    pub data: Vec<u8>,
+}
+
+/// Writes records in order, 500 per call, retrying failed entries in order (a test producer).
+pub async fn put_all(client: &Client, stream: &str, records: &[Rec]) -> Result<()> {
+    for chunk in records.chunks(250) {
+        // One record per key per call keeps the producer's own per-key order under retries.
+        let mut pending: Vec<&Rec> = chunk.iter().collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let n = pending.iter().take_while(|r| seen.insert(r.key.clone())).count();
+            let entries: Vec<PutRecordsRequestEntry> = pending[..n]
+                .iter()
+                .map(|r| PutRecordsRequestEntry::builder().data(Blob::new(r.data.clone())).partition_key(&r.key).build())
+                .collect::<Result<_, _>>()?;
+            let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.context("PutRecords")?;
+            let failed: Vec<&Rec> = pending[..n]
+                .iter()
+                .zip(out.records())
+                .filter(|(_, r)| r.error_code().is_some())
+                .map(|(rec, _)| *rec)
+                .collect();
+            let rest = pending.split_off(n);
+            pending = failed.into_iter().chain(rest).collect();
+            if Instant::now() > deadline {
+                bail!("test producer could not write to {stream} in 60 s");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A record as read back: its shard and sequence number too.
+#[derive(Debug, Clone)]
+pub struct ReadRec {
+    pub shard: String,
+    pub sequence: String,
+    pub rec: Rec,
+}
+
+/// Reads every record of every shard of `stream` from the trim horizon.
+/// Within a shard, records come in stored order.
+pub async fn read_all(client: &Client, stream: &str) -> Result<Vec<ReadRec>> {
+    let shards = client.list_shards().stream_name(stream).send().await?;
+    let mut all = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator
+            .context("no iterator")?;
+        for _ in 0..10_000 {
+            let out = client.get_records().shard_iterator(&iterator).limit(10_000).send().await?;
+            let empty = out.records().is_empty();
+            for r in out.records() {
+                all.push(ReadRec {
+                    shard: shard.shard_id().to_string(),
+                    sequence: r.sequence_number().to_string(),
+                    rec: Rec { key: r.partition_key().unwrap_or_default().to_string(), data: r.data().as_ref().to_vec() },
+                });
+            }
+            match out.next_shard_iterator() {
+                Some(next) if !(empty && out.millis_behind_latest() == Some(0)) => iterator = next.to_string(),
+                _ => break,
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Waits until `stream` holds at least `n` records; returns them.
+pub async fn wait_for_count(client: &Client, stream: &str, n: usize, timeout: Duration) -> Result<Vec<ReadRec>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = read_all(client, stream).await?;
+        if all.len() >= n {
+            return Ok(all);
+        }
+        if Instant::now() > deadline {
+            bail!("{stream}: {} of {n} records after {timeout:?}", all.len());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// `count` records over `keys` partition keys; the data names the record's key and its index in that key.
+pub fn numbered_records(count: usize, keys: usize, prefix: &str) -> Vec<Rec> {
+    let mut next: BTreeMap<usize, usize> = BTreeMap::new();
+    (0..count)
+        .map(|i| {
+            let k = i % keys;
+            let n = next.entry(k).or_default();
+            let rec = Rec { key: format!("{prefix}key-{k}"), data: format!("{{\"key\":{k},\"n\":{n},\"i\":{i}}}").into_bytes() };
+            *n += 1;
+            rec
+        })
+        .collect()
+}
+
+/// Asserts that `got` holds each of `expected` exactly once, and that for every
+/// partition key the records come in the expected order (per shard they were read from).
+pub fn assert_exactly_once_in_key_order(stream: &str, expected: &[Rec], got: &[ReadRec]) {
+    assert_complete(stream, expected, got, false);
+}
+
+/// Like `assert_exactly_once_in_key_order`, but duplicates are allowed (at-least-once after a crash).
+pub fn assert_at_least_once_in_key_order(stream: &str, expected: &[Rec], got: &[ReadRec]) {
+    assert_complete(stream, expected, got, true);
+}
+
+fn assert_complete(stream: &str, expected: &[Rec], got: &[ReadRec], duplicates_allowed: bool) {
+    let position: std::collections::HashMap<&Rec, usize> = expected.iter().enumerate().map(|(i, r)| (r, i)).collect();
+    let mut seen = vec![0usize; expected.len()];
+    // Per key: the source position of the last record seen (order check), first occurrences only.
+    let mut last_of_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in got {
+        let Some(&i) = position.get(&r.rec) else {
+            panic!("{stream}: unexpected record {:?} / {}", r.rec.key, String::from_utf8_lossy(&r.rec.data));
+        };
+        seen[i] += 1;
+        if seen[i] > 1 {
+            assert!(duplicates_allowed, "{stream}: record {i} ({}) delivered {} times", String::from_utf8_lossy(&r.rec.data), seen[i]);
+            continue;
+        }
+        if let Some(&prev) = last_of_key.get(r.rec.key.as_str()) {
+            assert!(
+                prev < i,
+                "{stream}: key {} out of order: record {i} after record {prev} (shard {})",
+                r.rec.key, r.shard
+            );
+        }
+        last_of_key.insert(&r.rec.key, i);
+    }
+    let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, n)| **n == 0).map(|(i, _)| i).collect();
+    assert!(missing.is_empty(), "{stream}: {} of {} records missing, first: {:?}", missing.len(), expected.len(), &missing[..missing.len().min(10)]);
+}
+
+/// A running `distributary run` child process.
+pub struct Distributary {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Distributary {
+    /// Starts `distributary run --config <config>`, logging to `<config>.log` (appending).
+    pub fn start(config: &Path) -> Result<Self> {
+        let bin = distributary_bin();
+        if !bin.is_file() {
+            bail!("{} missing: run `cargo build --release` first", bin.display());
+        }
+        let log = config.with_extension("log");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", std::env::var("DISTRIBUTARY_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting distributary")?;
+        Ok(Distributary { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        self.wait(timeout)
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("distributary did not exit within {timeout:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Distributary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+/// A config file in a fresh directory (state directory beside it).
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Result<Self> {
+        Ok(TestDir { dir: tempfile::tempdir()? })
+    }
+
+    pub fn write_config(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
