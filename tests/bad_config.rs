@@ -28,7 +28,12 @@ outputs = ["a", "b"]
 
 /// (case, config text, words the error must contain)
 fn cases(route_wasm: &str) -> Vec<(&'static str, String, Vec<&'static str>)> {
-    let pipeline = |extra: &str| GOOD.replace("outputs = [\"a\", \"b\"]", &format!("outputs = [\"a\", \"b\"]\n{extra}"));
+    let pipeline = |extra: &str| {
+        GOOD.replace(
+            "outputs = [\"a\", \"b\"]",
+            &format!("outputs = [\"a\", \"b\"]\n{extra}"),
+        )
+    };
     vec![
         ("bad toml", "[sources.input\nstream = 1".into(), vec!["line 1"]),
         ("unknown key in a source", GOOD.replace("stream = \"input\"", "stream = \"input\"\nshards = 4"), vec!["unknown field `shards`"]),
@@ -63,7 +68,9 @@ fn every_malformed_config_is_refused_naming_the_key_and_reads_nothing() {
     assert!(all.len() >= 12);
     for (i, (case, text, words)) in all.into_iter().enumerate() {
         let path = dir.dir.path().join(format!("case{i}.toml"));
-        let text = text.replace("ENDPOINT", &endpoint).replace("CONFIG_FILE", &path.display().to_string());
+        let text = text
+            .replace("ENDPOINT", &endpoint)
+            .replace("CONFIG_FILE", &path.display().to_string());
         std::fs::write(&path, &text).unwrap();
         for command in ["check", "run"] {
             let out = Command::new(distributary_bin())
@@ -75,23 +82,48 @@ fn every_malformed_config_is_refused_naming_the_key_and_reads_nothing() {
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "{case}: `{command}` accepted:\n{text}");
-            assert!(stderr.contains(&format!("case{i}.toml")), "{case}: `{command}` error does not name the file: {stderr}");
+            assert!(
+                !out.status.success(),
+                "{case}: `{command}` accepted:\n{text}"
+            );
+            assert!(
+                stderr.contains(&format!("case{i}.toml")),
+                "{case}: `{command}` error does not name the file: {stderr}"
+            );
             for w in &words {
-                assert!(stderr.contains(w), "{case}: `{command}` error lacks {w:?}: {stderr}");
+                assert!(
+                    stderr.contains(w),
+                    "{case}: `{command}` error lacks {w:?}: {stderr}"
+                );
             }
         }
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert!(listener.accept().is_err(), "a malformed config must not lead to any connection");
+    assert!(
+        listener.accept().is_err(),
+        "a malformed config must not lead to any connection"
+    );
 }
 
 #[test]
 fn a_good_config_checks() {
     let dir = TestDir::new().unwrap();
-    let path = dir.write_config("good.toml", &GOOD.replace("ENDPOINT", "http://127.0.0.1:9")).unwrap();
-    let out = Command::new(distributary_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = dir
+        .write_config("good.toml", &GOOD.replace("ENDPOINT", "http://127.0.0.1:9"))
+        .unwrap();
+    let out = Command::new(distributary_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("pipeline p: input -> [a, b] via replicate (native)"), "{stdout}");
+    assert!(
+        stdout.contains("pipeline p: input -> [a, b] via replicate (native)"),
+        "{stdout}"
+    );
 }

@@ -31,11 +31,16 @@ async fn thirty_percent_failed_entries_lose_nothing_and_keep_order() {
     let config = dir.write_config("faults.toml", &text).unwrap();
     let running = Distributary::start(&config).unwrap();
     for out in ["out-a", "out-b"] {
-        let got = wait_for_count(&client, out, records.len(), Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+        let got = wait_for_count(&client, out, records.len(), Duration::from_secs(180))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_exactly_once_in_key_order(out, &records, &got);
     }
     let injected = proxy.injected.load(Ordering::Relaxed);
-    assert!(injected > 300, "the proxy injected only {injected} failures");
+    assert!(
+        injected > 300,
+        "the proxy injected only {injected} failures"
+    );
     let status = running.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();

@@ -15,7 +15,9 @@ async fn replicate_3000(plugin: Option<&str>) {
     let records = numbered_records(3000, 200, "");
     put_all(&client, "input", &records).await.unwrap();
     let source = read_all(&client, "input").await.unwrap();
-    let plugin_line = plugin.map(|p| format!("plugin = {:?}", plugin_path(p))).unwrap_or_default();
+    let plugin_line = plugin
+        .map(|p| format!("plugin = {:?}", plugin_path(p)))
+        .unwrap_or_default();
     let dir = TestDir::new().unwrap();
     let config = dir
         .write_config(
@@ -52,7 +54,9 @@ outputs = ["a", "b", "c"]
         .unwrap();
     let running = Distributary::start(&config).unwrap();
     for out in ["out-a", "out-b", "out-c"] {
-        let got = wait_for_count(&client, out, 3000, Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+        let got = wait_for_count(&client, out, 3000, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_exactly_once_in_key_order(out, &records, &got);
         assert_source_shard_order(out, &source, &got);
     }
@@ -67,13 +71,20 @@ fn plugin_path(name: &str) -> String {
 /// For each (source shard, output shard), records appear in source order.
 fn assert_source_shard_order(stream: &str, source: &[ReadRec], got: &[ReadRec]) {
     use std::collections::HashMap;
-    let origin: HashMap<&Rec, (&str, usize)> =
-        source.iter().enumerate().map(|(i, r)| (&r.rec, (r.shard.as_str(), i))).collect();
+    let origin: HashMap<&Rec, (&str, usize)> = source
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.rec, (r.shard.as_str(), i)))
+        .collect();
     let mut last: HashMap<(&str, &str), usize> = HashMap::new();
     for r in got {
         let (shard, i) = origin[&r.rec];
         if let Some(prev) = last.insert((shard, r.shard.as_str()), i) {
-            assert!(prev < i, "{stream}: from source {shard} into {}: record {i} after {prev}", r.shard);
+            assert!(
+                prev < i,
+                "{stream}: from source {shard} into {}: record {i} after {prev}",
+                r.shard
+            );
         }
     }
 }

@@ -21,14 +21,23 @@ async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
     // Small reads keep distributary behind the producer, so the parents still
     // hold unread records when their children fill: reading a child early would
     // reorder keys.
-    let text = config::simple(&kinesis.endpoint, &[("a", "out-a"), ("b", "out-b")], "")
-        .replace("poll_interval_ms = 200", "poll_interval_ms = 200\nmax_records_per_read = 25");
+    let text = config::simple(&kinesis.endpoint, &[("a", "out-a"), ("b", "out-b")], "").replace(
+        "poll_interval_ms = 200",
+        "poll_interval_ms = 200\nmax_records_per_read = 25",
+    );
     let config = dir.write_config("reshard.toml", &text).unwrap();
     let running = Distributary::start(&config).unwrap();
-    wait_for_count(&client, "out-a", 50, Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    wait_for_count(&client, "out-a", 50, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
 
     // Split shard 0 at the middle of its hash range.
-    let shards = client.list_shards().stream_name("input").send().await.unwrap();
+    let shards = client
+        .list_shards()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap();
     let shard0 = &shards.shards()[0];
     let range = shard0.hash_key_range().unwrap();
     let start: u128 = range.starting_hash_key().parse().unwrap();
@@ -45,22 +54,50 @@ async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
     put_all(&client, "input", second).await.unwrap();
 
     // Merge shards 1 and 2 (adjacent hash ranges).
-    let (s1, s2) = (shards.shards()[1].shard_id().to_string(), shards.shards()[2].shard_id().to_string());
-    client.merge_shards().stream_name("input").shard_to_merge(&s1).adjacent_shard_to_merge(&s2).send().await.unwrap();
+    let (s1, s2) = (
+        shards.shards()[1].shard_id().to_string(),
+        shards.shards()[2].shard_id().to_string(),
+    );
+    client
+        .merge_shards()
+        .stream_name("input")
+        .shard_to_merge(&s1)
+        .adjacent_shard_to_merge(&s2)
+        .send()
+        .await
+        .unwrap();
     wait_active(&client, "input").await.unwrap();
     put_all(&client, "input", third).await.unwrap();
 
-    let listed = client.list_shards().stream_name("input").send().await.unwrap();
-    assert_eq!(listed.shards().len(), 6, "3 parents, 2 split children, 1 merge child");
+    let listed = client
+        .list_shards()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.shards().len(),
+        6,
+        "3 parents, 2 split children, 1 merge child"
+    );
 
     for out in ["out-a", "out-b"] {
-        let got = wait_for_count(&client, out, records.len(), Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+        let got = wait_for_count(&client, out, records.len(), Duration::from_secs(180))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let got = if got.len() == records.len() { read_all(&client, out).await.unwrap() } else { got };
+        let got = if got.len() == records.len() {
+            read_all(&client, out).await.unwrap()
+        } else {
+            got
+        };
         assert_exactly_once_in_key_order(out, &records, &got);
     }
     let status = running.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success());
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
-    assert!(log.contains("shard read to its end"), "closed parents must be read to their end:\n{log}");
+    assert!(
+        log.contains("shard read to its end"),
+        "closed parents must be read to their end:\n{log}"
+    );
 }

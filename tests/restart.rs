@@ -17,14 +17,29 @@ async fn setup(n_outputs: usize) -> Setup {
     let kinesis = LocalKinesis::start().unwrap();
     let client = kinesis.client().await;
     create_stream(&client, "input", 2).await.unwrap();
-    let outputs: Vec<(String, String)> = (0..n_outputs).map(|i| (format!("o{i}"), format!("out-{i}"))).collect();
+    let outputs: Vec<(String, String)> = (0..n_outputs)
+        .map(|i| (format!("o{i}"), format!("out-{i}")))
+        .collect();
     for (_, s) in &outputs {
         create_stream(&client, s, 1).await.unwrap();
     }
-    let refs: Vec<(&str, &str)> = outputs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let dir = TestDir::new().unwrap();
-    let config = dir.write_config("restart.toml", &config::simple(&kinesis.endpoint, &refs, "")).unwrap();
-    Setup { kinesis, client, dir, config }
+    let config = dir
+        .write_config(
+            "restart.toml",
+            &config::simple(&kinesis.endpoint, &refs, ""),
+        )
+        .unwrap();
+    Setup {
+        kinesis,
+        client,
+        dir,
+        config,
+    }
 }
 
 /// Writes `records` in the background in small chunks, so the service is stopped mid-stream.
@@ -40,7 +55,10 @@ fn write_slowly(client: aws_sdk_kinesis::Client, records: Vec<Rec>) -> tokio::ta
 async fn wait_some(client: &aws_sdk_kinesis::Client, stream: &str, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_all(client, stream).await.unwrap().len() < at_least {
-        assert!(Instant::now() < deadline, "{stream}: not even {at_least} records arrived");
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: not even {at_least} records arrived"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -59,10 +77,16 @@ async fn graceful_restart_loses_and_duplicates_nothing() {
     writer.await.unwrap();
     let running = Distributary::start(&s.config).unwrap();
     for out in ["out-0", "out-1"] {
-        let got = wait_for_count(&s.client, out, records.len(), Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+        let got = wait_for_count(&s.client, out, records.len(), Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         // Give a duplicate the chance to show up before judging.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let got = if got.len() == records.len() { read_all(&s.client, out).await.unwrap() } else { got };
+        let got = if got.len() == records.len() {
+            read_all(&s.client, out).await.unwrap()
+        } else {
+            got
+        };
         assert_exactly_once_in_key_order(out, &records, &got);
     }
     let status = running.terminate(Duration::from_secs(30)).unwrap();
@@ -84,7 +108,9 @@ async fn crash_and_restart_loses_nothing() {
     writer.await.unwrap();
     let running = Distributary::start(&s.config).unwrap();
     for out in ["out-0", "out-1"] {
-        let got = wait_for_count(&s.client, out, records.len(), Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+        let got = wait_for_count(&s.client, out, records.len(), Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_at_least_once_in_key_order(out, &records, &got);
     }
     let status = running.terminate(Duration::from_secs(30)).unwrap();

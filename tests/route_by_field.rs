@@ -16,11 +16,20 @@ async fn each_record_lands_only_where_its_field_says() {
     let mut records: Vec<Rec> = (0..600)
         .map(|i| {
             let t = tenants[i % tenants.len()];
-            Rec { key: format!("user-{}", i % 50), data: format!(r#"{{"n":{i},"tenant":"{t}","x":{{"tenant":"a"}}}}"#).into_bytes() }
+            Rec {
+                key: format!("user-{}", i % 50),
+                data: format!(r#"{{"n":{i},"tenant":"{t}","x":{{"tenant":"a"}}}}"#).into_bytes(),
+            }
         })
         .collect();
-    records.push(Rec { key: "raw".into(), data: b"not json at all".to_vec() });
-    records.push(Rec { key: "raw".into(), data: br#"{"no_tenant":true}"#.to_vec() });
+    records.push(Rec {
+        key: "raw".into(),
+        data: b"not json at all".to_vec(),
+    });
+    records.push(Rec {
+        key: "raw".into(),
+        data: br#"{"no_tenant":true}"#.to_vec(),
+    });
     put_all(&client, "input", &records).await.unwrap();
 
     let dir = TestDir::new().unwrap();
@@ -29,7 +38,14 @@ async fn each_record_lands_only_where_its_field_says() {
         plugin("route_by_field").display().to_string()
     );
     let config = dir
-        .write_config("route.toml", &config::simple(&kinesis.endpoint, &[("a", "tenant-a"), ("b", "tenant-b"), ("rest", "others")], &extra))
+        .write_config(
+            "route.toml",
+            &config::simple(
+                &kinesis.endpoint,
+                &[("a", "tenant-a"), ("b", "tenant-b"), ("rest", "others")],
+                &extra,
+            ),
+        )
         .unwrap();
     let running = Distributary::start(&config).unwrap();
 
@@ -37,14 +53,36 @@ async fn each_record_lands_only_where_its_field_says() {
         let v: serde_json::Value = serde_json::from_slice(&r.data).ok()?;
         v.get("tenant")?.as_str().map(str::to_string)
     };
-    let want_a: Vec<Rec> = records.iter().filter(|r| field(r).as_deref() == Some("a")).cloned().collect();
-    let want_b: Vec<Rec> = records.iter().filter(|r| field(r).as_deref() == Some("b")).cloned().collect();
-    let want_rest: Vec<Rec> = records.iter().filter(|r| !matches!(field(r).as_deref(), Some("a") | Some("b"))).cloned().collect();
+    let want_a: Vec<Rec> = records
+        .iter()
+        .filter(|r| field(r).as_deref() == Some("a"))
+        .cloned()
+        .collect();
+    let want_b: Vec<Rec> = records
+        .iter()
+        .filter(|r| field(r).as_deref() == Some("b"))
+        .cloned()
+        .collect();
+    let want_rest: Vec<Rec> = records
+        .iter()
+        .filter(|r| !matches!(field(r).as_deref(), Some("a") | Some("b")))
+        .cloned()
+        .collect();
     assert_eq!(want_a.len() + want_b.len() + want_rest.len(), records.len());
-    for (stream, want) in [("tenant-a", &want_a), ("tenant-b", &want_b), ("others", &want_rest)] {
-        let got = wait_for_count(&client, stream, want.len(), Duration::from_secs(120)).await.unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    for (stream, want) in [
+        ("tenant-a", &want_a),
+        ("tenant-b", &want_b),
+        ("others", &want_rest),
+    ] {
+        let got = wait_for_count(&client, stream, want.len(), Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         // Exactly the wanted records: nothing routed elsewhere leaks in.
-        assert_eq!(got.len(), want.len(), "{stream} holds records routed elsewhere");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{stream} holds records routed elsewhere"
+        );
         assert_exactly_once_in_key_order(stream, want, &got);
     }
     let status = running.terminate(Duration::from_secs(30)).unwrap();

@@ -13,7 +13,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The default for Kinesis calls: 100 ms doubling up to 5 s.
@@ -23,7 +27,10 @@ impl Backoff {
 
     /// The next wait; each call doubles the ceiling until the cap.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let millis = ceiling.as_millis() as u64;
         Duration::from_millis(fastrand::u64(0..=millis))

@@ -38,7 +38,8 @@ pub async fn client(settings: &ClientSettings) -> Client {
         builder = builder.endpoint_url(endpoint);
     }
     if let Some(role) = &settings.role_arn {
-        let mut provider = aws_config::sts::AssumeRoleProvider::builder(role).session_name("distributary");
+        let mut provider =
+            aws_config::sts::AssumeRoleProvider::builder(role).session_name("distributary");
         if let Some(id) = &settings.external_id {
             provider = provider.external_id(id);
         }
@@ -56,7 +57,11 @@ pub enum StreamRef {
 
 impl StreamRef {
     pub fn parse(text: &str) -> StreamRef {
-        if text.starts_with("arn:") { StreamRef::Arn(text.to_string()) } else { StreamRef::Name(text.to_string()) }
+        if text.starts_with("arn:") {
+            StreamRef::Arn(text.to_string())
+        } else {
+            StreamRef::Name(text.to_string())
+        }
     }
 
     pub fn name(&self) -> Option<&str> {

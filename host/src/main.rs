@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "distributary", version, about = "Fan out Kinesis streams to N streams, routed by WASM plugins")]
+#[command(
+    name = "distributary",
+    version,
+    about = "Fan out Kinesis streams to N streams, routed by WASM plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,8 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -61,14 +66,24 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
     println!("{}: OK", path.display());
     for (name, s) in &config.sources {
-        println!("source {name}: stream {} ({:?} from {:?})", s.stream, s.reader, s.start_position);
+        println!(
+            "source {name}: stream {} ({:?} from {:?})",
+            s.stream, s.reader, s.start_position
+        );
     }
     for (name, o) in &config.outputs {
-        println!("output {name}: stream {}", o.stream.as_deref().unwrap_or("?"));
+        println!(
+            "output {name}: stream {}",
+            o.stream.as_deref().unwrap_or("?")
+        );
     }
     for p in &config.pipelines {
         let router = match &p.plugin {
-            Some(plugin) => format!("plugin {} with config {}", plugin.display(), p.plugin_config_json()),
+            Some(plugin) => format!(
+                "plugin {} with config {}",
+                plugin.display(),
+                p.plugin_config_json()
+            ),
             None => "replicate (native)".to_string(),
         };
         println!(
@@ -77,7 +92,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             p.source,
             p.outputs.join(", "),
             p.on_error,
-            p.dead_letter.as_ref().map(|d| format!(" to {d}")).unwrap_or_default()
+            p.dead_letter
+                .as_ref()
+                .map(|d| format!(" to {d}"))
+                .unwrap_or_default()
         );
     }
     ExitCode::SUCCESS
@@ -88,7 +106,10 @@ fn run_command(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -116,7 +137,10 @@ fn run_command(path: &std::path::Path) -> ExitCode {
 /// already written stay valid; unacknowledged records are read again).
 async fn signals(shutdown: Shutdown) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -126,7 +150,9 @@ async fn signals(shutdown: Shutdown) {
             _ = int.recv() => {}
         }
         if n == 0 {
-            tracing::info!("shutting down: finishing in-flight batches (signal again to exit at once)");
+            tracing::info!(
+                "shutting down: finishing in-flight batches (signal again to exit at once)"
+            );
             shutdown.request();
         } else {
             tracing::warn!("second signal: exiting without draining");

@@ -62,7 +62,16 @@ impl Pipeline {
         on_error: OnError,
         dead_letter: Option<Arc<OutputWriter>>,
     ) -> Self {
-        Pipeline { name, source, router, outputs, on_error, dead_letter, halted: AtomicBool::new(false), stats: PipelineStats::default() }
+        Pipeline {
+            name,
+            source,
+            router,
+            outputs,
+            on_error,
+            dead_letter,
+            halted: AtomicBool::new(false),
+            stats: PipelineStats::default(),
+        }
     }
 
     pub fn is_halted(&self) -> bool {
@@ -71,7 +80,10 @@ impl Pipeline {
 
     fn halt(&self, reason: String) -> Halt {
         self.halted.store(true, Ordering::Release);
-        Halt { pipeline: self.name.clone(), reason }
+        Halt {
+            pipeline: self.name.clone(),
+            reason,
+        }
     }
 
     /// Routes and delivers `batch.records[start..]`. On error the pipeline is
@@ -81,11 +93,27 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(());
         }
-        self.stats.records_in.fetch_add(records.len() as u64, Ordering::Relaxed);
-        let routed = match self.router.route(&batch.source, &batch.shard_id, &batch.records, start, self.outputs.len()).await {
+        self.stats
+            .records_in
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let routed = match self
+            .router
+            .route(
+                &batch.source,
+                &batch.shard_id,
+                &batch.records,
+                start,
+                self.outputs.len(),
+            )
+            .await
+        {
             Ok(routed) => routed,
             Err(error) => {
-                let reason = format!("shard {} batch of {} records: {error}", batch.shard_id, records.len());
+                let reason = format!(
+                    "shard {} batch of {} records: {error}",
+                    batch.shard_id,
+                    records.len()
+                );
                 let failed: Vec<u32> = (0..records.len() as u32).collect();
                 return self.on_failure(batch, start, &failed, reason).await;
             }
@@ -102,31 +130,47 @@ impl Pipeline {
             });
             for (index, reason) in refused {
                 let record = &records[index as usize];
-                let reason = format!("shard {} sequence {}: {reason}", batch.shard_id, record.sequence_number);
+                let reason = format!(
+                    "shard {} sequence {}: {reason}",
+                    batch.shard_id, record.sequence_number
+                );
                 self.on_failure(batch, start, &[index], reason).await?;
             }
             deliveries.push((writer.clone(), list));
         }
         self.deliver_all(deliveries).await.map_err(|e| {
             let record = &records[e.source_index as usize];
-            self.halt(format!("shard {} sequence {}: {e}", batch.shard_id, record.sequence_number))
+            self.halt(format!(
+                "shard {} sequence {}: {e}",
+                batch.shard_id, record.sequence_number
+            ))
         })
     }
 
     /// Writes every output's list concurrently; Ok when all are acknowledged.
-    async fn deliver_all(&self, deliveries: Vec<(Arc<OutputWriter>, Vec<OutRecord>)>) -> Result<(), crate::sink::DeliverError> {
+    async fn deliver_all(
+        &self,
+        deliveries: Vec<(Arc<OutputWriter>, Vec<OutRecord>)>,
+    ) -> Result<(), crate::sink::DeliverError> {
         let mut set = JoinSet::new();
         for (writer, list) in deliveries {
             if list.is_empty() {
                 continue;
             }
-            self.stats.deliveries.fetch_add(list.len() as u64, Ordering::Relaxed);
+            self.stats
+                .deliveries
+                .fetch_add(list.len() as u64, Ordering::Relaxed);
             set.spawn(async move { writer.deliver(list).await });
         }
         let mut first_error = None;
         while let Some(joined) = set.join_next().await {
             let result = joined.unwrap_or_else(|e| {
-                Err(crate::sink::DeliverError { output: "?".into(), stream: "?".into(), source_index: 0, reason: format!("writer task failed: {e}") })
+                Err(crate::sink::DeliverError {
+                    output: "?".into(),
+                    stream: "?".into(),
+                    source_index: 0,
+                    reason: format!("writer task failed: {e}"),
+                })
             });
             if let Err(e) = result {
                 first_error.get_or_insert(e);
@@ -136,12 +180,20 @@ impl Pipeline {
     }
 
     /// Applies `on_error` to the records at `failed` (indexes into `records[start..]`).
-    async fn on_failure(&self, batch: &ShardBatch, start: usize, failed: &[u32], reason: String) -> Result<(), Halt> {
+    async fn on_failure(
+        &self,
+        batch: &ShardBatch,
+        start: usize,
+        failed: &[u32],
+        reason: String,
+    ) -> Result<(), Halt> {
         match self.on_error {
             OnError::Halt => Err(self.halt(reason)),
             OnError::Skip => {
                 tracing::warn!(pipeline = %self.name, records = failed.len(), %reason, "skipping records (on_error = skip)");
-                self.stats.skipped.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .skipped
+                    .fetch_add(failed.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
             OnError::DeadLetter => {
@@ -154,15 +206,27 @@ impl Pipeline {
                     .map(|&i| self.envelope(batch, &records[i as usize], i, &reason))
                     .collect();
                 tracing::warn!(pipeline = %self.name, records = failed.len(), %reason, "dead-lettering records");
-                dlq.deliver(letters).await.map_err(|e| self.halt(format!("{reason}; and the dead letter could not be written: {e}")))?;
-                self.stats.dead_lettered.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                dlq.deliver(letters).await.map_err(|e| {
+                    self.halt(format!(
+                        "{reason}; and the dead letter could not be written: {e}"
+                    ))
+                })?;
+                self.stats
+                    .dead_lettered
+                    .fetch_add(failed.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
     }
 
     /// The dead-letter envelope of SPEC §6, keyed like the original record.
-    fn envelope(&self, batch: &ShardBatch, record: &SourceRecord, index: u32, error: &str) -> OutRecord {
+    fn envelope(
+        &self,
+        batch: &ShardBatch,
+        record: &SourceRecord,
+        index: u32,
+        error: &str,
+    ) -> OutRecord {
         let envelope = serde_json::json!({
             "pipeline": self.name,
             "source": &*batch.source,

@@ -27,7 +27,9 @@ pub struct OutRecord {
 impl OutRecord {
     /// The key Kinesis places the record by; records with equal keys keep their order.
     pub fn ordering_key(&self) -> &str {
-        self.explicit_hash_key.as_deref().unwrap_or(&self.partition_key)
+        self.explicit_hash_key
+            .as_deref()
+            .unwrap_or(&self.partition_key)
     }
 
     /// Bytes counted against PutRecords limits: data plus partition key.
@@ -51,7 +53,13 @@ mod tests {
     #[test]
     fn sequence_numbers_compare_numerically() {
         assert_eq!(compare_sequence("9", "10"), Less);
-        assert_eq!(compare_sequence("49590338271490256608559692538361571095921575989136588898", "49590338271490256608559692538361571095921575989136588899"), Less);
+        assert_eq!(
+            compare_sequence(
+                "49590338271490256608559692538361571095921575989136588898",
+                "49590338271490256608559692538361571095921575989136588899"
+            ),
+            Less
+        );
         assert_eq!(compare_sequence("007", "7"), Equal);
         assert_eq!(compare_sequence("100", "99"), Greater);
     }

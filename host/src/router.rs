@@ -25,10 +25,17 @@ impl Router {
         match self {
             Router::Replicate => Ok(replicate(&records[start..], outputs)),
             Router::Wasm(plugin) => {
-                let (plugin, source, shard_id, records) = (plugin.clone(), source.clone(), shard_id.clone(), records.clone());
-                tokio::task::spawn_blocking(move || plugin.route(&source, &shard_id, &records[start..]))
-                    .await
-                    .map_err(|e| PluginError::Trap(format!("plugin thread failed: {e}")))?
+                let (plugin, source, shard_id, records) = (
+                    plugin.clone(),
+                    source.clone(),
+                    shard_id.clone(),
+                    records.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    plugin.route(&source, &shard_id, &records[start..])
+                })
+                .await
+                .map_err(|e| PluginError::Trap(format!("plugin thread failed: {e}")))?
             }
         }
     }

@@ -35,15 +35,31 @@ pub fn load_plugins(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<Plug
     let mut plugins = BTreeMap::new();
     for (i, p) in config.pipelines.iter().enumerate() {
         if let Some(path) = &p.plugin {
-            let plugin = Plugin::load(&p.name, path, &p.plugin_config_json(), &p.outputs, &p.limits)
-                .with_context(|| format!("{}: pipelines[{i}] ({}).plugin", config.file.display(), p.name))?;
+            let plugin = Plugin::load(
+                &p.name,
+                path,
+                &p.plugin_config_json(),
+                &p.outputs,
+                &p.limits,
+            )
+            .with_context(|| {
+                format!(
+                    "{}: pipelines[{i}] ({}).plugin",
+                    config.file.display(),
+                    p.name
+                )
+            })?;
             plugins.insert(p.name.clone(), Arc::new(plugin));
         }
     }
     Ok(plugins)
 }
 
-async fn check_stream_exists(client: &aws_sdk_kinesis::Client, stream: &StreamRef, key: &str) -> anyhow::Result<()> {
+async fn check_stream_exists(
+    client: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    key: &str,
+) -> anyhow::Result<()> {
     client
         .describe_stream_summary()
         .set_stream_name(stream.name().map(str::to_string))
@@ -63,7 +79,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
 
     let mut writers: BTreeMap<String, Arc<OutputWriter>> = BTreeMap::new();
     for (name, output) in &config.outputs {
-        let Some(stream) = &output.stream else { bail!("{file}: outputs.{name}.stream: missing") };
+        let Some(stream) = &output.stream else {
+            bail!("{file}: outputs.{name}.stream: missing")
+        };
         let settings = ClientSettings {
             region: output.region.clone(),
             endpoint_url: output.endpoint_url.clone(),
@@ -73,12 +91,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         let client = client(&settings).await;
         let stream = StreamRef::parse(stream);
         check_stream_exists(&client, &stream, &format!("{file}: outputs.{name}")).await?;
-        let writer = OutputWriter::new(name.clone(), stream, KinesisTransport(client), output.max_record_bytes, output.max_request_bytes);
+        let writer = OutputWriter::new(
+            name.clone(),
+            stream,
+            KinesisTransport(client),
+            output.max_record_bytes,
+            output.max_request_bytes,
+        );
         writers.insert(name.clone(), Arc::new(writer));
     }
 
-    let store = FileStore::open(&config.checkpoint.path).with_context(|| format!("{file}: checkpoint.path"))?;
-    let checkpoints = Arc::new(Checkpoints::open(store).with_context(|| format!("{file}: checkpoint.path"))?);
+    let store = FileStore::open(&config.checkpoint.path)
+        .with_context(|| format!("{file}: checkpoint.path"))?;
+    let checkpoints =
+        Arc::new(Checkpoints::open(store).with_context(|| format!("{file}: checkpoint.path"))?);
 
     let pipelines: Vec<Arc<Pipeline>> = config
         .pipelines
@@ -88,12 +114,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
 
     let mut sources = Vec::new();
     for (name, source) in &config.sources {
-        let on_source: Vec<Arc<Pipeline>> = pipelines.iter().filter(|p| &p.source == name).cloned().collect();
+        let on_source: Vec<Arc<Pipeline>> = pipelines
+            .iter()
+            .filter(|p| &p.source == name)
+            .cloned()
+            .collect();
         if on_source.is_empty() {
             tracing::warn!(source = %name, "no pipeline reads this source; not reading it");
             continue;
         }
-        let settings = ClientSettings { region: source.region.clone(), endpoint_url: source.endpoint_url.clone(), ..Default::default() };
+        let settings = ClientSettings {
+            region: source.region.clone(),
+            endpoint_url: source.endpoint_url.clone(),
+            ..Default::default()
+        };
         let client = client(&settings).await;
         let stream = StreamRef::parse(&source.stream);
         check_stream_exists(&client, &stream, &format!("{file}: sources.{name}")).await?;
@@ -108,8 +142,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         }));
     }
 
-    tracing::info!(pipelines = pipelines.len(), sources = sources.len(), "distributary running");
-    let flusher = tokio::spawn(flush_loop(checkpoints.clone(), Duration::from_millis(config.checkpoint.interval_ms), shutdown.clone()));
+    tracing::info!(
+        pipelines = pipelines.len(),
+        sources = sources.len(),
+        "distributary running"
+    );
+    let flusher = tokio::spawn(flush_loop(
+        checkpoints.clone(),
+        Duration::from_millis(config.checkpoint.interval_ms),
+        shutdown.clone(),
+    ));
     let mut running = tokio::task::JoinSet::new();
     for source in sources {
         running.spawn(source.run());
@@ -153,8 +195,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             "output totals"
         );
     }
-    let halted: Vec<String> = pipelines.iter().filter(|p| p.is_halted()).map(|p| p.name.clone()).collect();
-    Ok(if halted.is_empty() { Outcome::Stopped } else { Outcome::Halted(halted) })
+    let halted: Vec<String> = pipelines
+        .iter()
+        .filter(|p| p.is_halted())
+        .map(|p| p.name.clone())
+        .collect();
+    Ok(if halted.is_empty() {
+        Outcome::Stopped
+    } else {
+        Outcome::Halted(halted)
+    })
 }
 
 fn build_pipeline(
@@ -162,14 +212,30 @@ fn build_pipeline(
     plugins: &BTreeMap<String, Arc<Plugin>>,
     writers: &BTreeMap<String, Arc<OutputWriter>>,
 ) -> anyhow::Result<Arc<Pipeline>> {
-    let writer = |name: &String| writers.get(name).cloned().with_context(|| format!("pipeline {}: no writer for output {name}", p.name));
-    let outputs = p.outputs.iter().map(writer).collect::<anyhow::Result<Vec<_>>>()?;
+    let writer = |name: &String| {
+        writers
+            .get(name)
+            .cloned()
+            .with_context(|| format!("pipeline {}: no writer for output {name}", p.name))
+    };
+    let outputs = p
+        .outputs
+        .iter()
+        .map(writer)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dead_letter = p.dead_letter.as_ref().map(writer).transpose()?;
     let router = match plugins.get(&p.name) {
         Some(plugin) => Router::Wasm(plugin.clone()),
         None => Router::Replicate,
     };
-    Ok(Arc::new(Pipeline::new(p.name.clone(), p.source.clone(), router, outputs, p.on_error, dead_letter)))
+    Ok(Arc::new(Pipeline::new(
+        p.name.clone(),
+        p.source.clone(),
+        router,
+        outputs,
+        p.on_error,
+        dead_letter,
+    )))
 }
 
 async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown: Shutdown) {

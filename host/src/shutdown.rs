@@ -19,7 +19,10 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
-        Shutdown { tx: std::sync::Arc::new(tx), rx }
+        Shutdown {
+            tx: std::sync::Arc::new(tx),
+            rx,
+        }
     }
 
     pub fn request(&self) {

@@ -7,7 +7,9 @@ pub fn simple(endpoint: &str, outputs: &[(&str, &str)], pipeline_extra: &str) ->
         "[sources.input]\nstream = \"input\"\nendpoint_url = \"{endpoint}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
     );
     for (name, stream) in outputs {
-        text.push_str(&format!("[outputs.{name}]\nstream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\n\n"));
+        text.push_str(&format!(
+            "[outputs.{name}]\nstream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\n\n"
+        ));
     }
     let names: Vec<String> = outputs.iter().map(|(n, _)| format!("{n:?}")).collect();
     text.push_str(&format!(

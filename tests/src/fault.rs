@@ -55,42 +55,74 @@ impl FaultProxy {
         });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { handle(state, req).await }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
-        Ok(FaultProxy { endpoint, injected, put_calls, task })
+        Ok(FaultProxy {
+            endpoint,
+            injected,
+            put_calls,
+            task,
+        })
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    if target.ends_with(".PutRecords") {
-        if let Ok(request) = serde_json::from_slice::<Value>(&body) {
-            return Ok(put_records_with_faults(&state, &parts, request).await);
-        }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if target.ends_with(".PutRecords")
+        && let Ok(request) = serde_json::from_slice::<Value>(&body)
+    {
+        return Ok(put_records_with_faults(&state, &parts, request).await);
     }
     Ok(forward(&state, &parts, body).await)
 }
 
-async fn forward(state: &State, parts: &hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
-    let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+async fn forward(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let uri = format!(
+        "{}{}",
+        state.upstream,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
     let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
     for (name, value) in &parts.headers {
         if name != "content-length" && name != "host" {
             builder = builder.header(name, value);
         }
     }
-    let request = match builder.header("content-length", body.len()).body(Full::new(body)) {
+    let request = match builder
+        .header("content-length", body.len())
+        .body(Full::new(body))
+    {
         Ok(r) => r,
         Err(e) => return error_response(502, &format!("proxy: {e}")),
     };
@@ -106,11 +138,27 @@ async fn forward(state: &State, parts: &hyper::http::request::Parts, body: Bytes
     }
 }
 
-async fn put_records_with_faults(state: &State, parts: &hyper::http::request::Parts, mut request: Value) -> Response<Full<Bytes>> {
+async fn put_records_with_faults(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    mut request: Value,
+) -> Response<Full<Bytes>> {
     state.put_calls.fetch_add(1, Ordering::Relaxed);
-    let entries = request.get("Records").and_then(Value::as_array).cloned().unwrap_or_default();
-    let fail: Vec<bool> = entries.iter().map(|_| fastrand::f64() < state.fail_rate).collect();
-    let survivors: Vec<Value> = entries.iter().zip(&fail).filter(|(_, f)| !**f).map(|(e, _)| e.clone()).collect();
+    let entries = request
+        .get("Records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let fail: Vec<bool> = entries
+        .iter()
+        .map(|_| fastrand::f64() < state.fail_rate)
+        .collect();
+    let survivors: Vec<Value> = entries
+        .iter()
+        .zip(&fail)
+        .filter(|(_, f)| !**f)
+        .map(|(e, _)| e.clone())
+        .collect();
     let mut upstream_results: Vec<Value> = Vec::new();
     if !survivors.is_empty() {
         request["Records"] = Value::Array(survivors);
@@ -127,7 +175,11 @@ async fn put_records_with_faults(state: &State, parts: &hyper::http::request::Pa
             Ok(v) => v,
             Err(_) => return error_response(502, "proxy: upstream answer is not JSON"),
         };
-        upstream_results = answer.get("Records").and_then(Value::as_array).cloned().unwrap_or_default();
+        upstream_results = answer
+            .get("Records")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
     }
     let mut upstream = upstream_results.into_iter();
     let mut failed_count = 0;
@@ -146,7 +198,10 @@ async fn put_records_with_faults(state: &State, parts: &hyper::http::request::Pa
             }
         })
         .collect();
-    state.injected.fetch_add(fail.iter().filter(|f| **f).count() as u64, Ordering::Relaxed);
+    state.injected.fetch_add(
+        fail.iter().filter(|f| **f).count() as u64,
+        Ordering::Relaxed,
+    );
     let answer = json!({"FailedRecordCount": failed_count, "Records": records});
     Response::builder()
         .status(200)
@@ -156,7 +211,10 @@ async fn put_records_with_faults(state: &State, parts: &hyper::http::request::Pa
 }
 
 fn error_response(status: u16, message: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(json!({"__type": "InternalFailure", "message": message}).to_string())));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(Full::new(Bytes::from(
+        json!({"__type": "InternalFailure", "message": message}).to_string(),
+    )));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     response
 }

@@ -20,12 +20,17 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The target directory shared by the workspace.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// The release binary under test (built by `cargo build --release` before the tests).
@@ -35,13 +40,18 @@ pub fn distributary_bin() -> PathBuf {
 
 /// A shipped plugin built for wasm32-wasip2.
 pub fn plugin(name: &str) -> PathBuf {
-    target_dir().join("wasm32-wasip2").join("release").join(format!("{name}.wasm"))
+    target_dir()
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{name}.wasm"))
 }
 
 /// A free TCP port on 127.0.0.1 (and the next one, which kinesis-local uses for TLS).
 pub fn free_port_pair() -> u16 {
     for _ in 0..100 {
-        let Ok(a) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(a) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
         let Ok(addr) = a.local_addr() else { continue };
         let port = addr.port();
         if port < 65000 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
@@ -70,10 +80,24 @@ impl LocalKinesis {
             .output()
             .context("running scripts/local-kinesis")?;
         if !out.status.success() {
-            bail!("scripts/local-kinesis start failed: {}", String::from_utf8_lossy(&out.stdout));
+            bail!(
+                "scripts/local-kinesis start failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
-        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").parse().context("reading the server PID")?;
-        Ok(LocalKinesis { port, endpoint: format!("http://127.0.0.1:{port}"), dir, pid })
+        let pid: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .parse()
+            .context("reading the server PID")?;
+        Ok(LocalKinesis {
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            dir,
+            pid,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -87,13 +111,17 @@ impl LocalKinesis {
 
 impl Drop for LocalKinesis {
     fn drop(&mut self) {
-        let _ = Command::new(root().join("scripts/local-kinesis")).arg("stop").arg(self.dir.path()).status();
+        let _ = Command::new(root().join("scripts/local-kinesis"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
 /// A client with dummy credentials for a local endpoint.
 pub async fn client_for(endpoint: &str) -> Client {
-    let creds = aws_sdk_kinesis::config::Credentials::new("test", "test", None, None, "distributary-tests");
+    let creds =
+        aws_sdk_kinesis::config::Credentials::new("test", "test", None, None, "distributary-tests");
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
         .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
@@ -111,15 +139,27 @@ pub async fn client_for(endpoint: &str) -> Client {
 
 /// Creates a stream and waits until it is ACTIVE.
 pub async fn create_stream(client: &Client, name: &str, shards: i32) -> Result<()> {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.with_context(|| format!("CreateStream {name}"))?;
+    client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .with_context(|| format!("CreateStream {name}"))?;
     wait_active(client, name).await
 }
 
 pub async fn wait_active(client: &Client, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = client.describe_stream_summary().stream_name(name).send().await?;
-        if out.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+        let out = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await?;
+        if out.stream_description_summary().map(|s| s.stream_status())
+            == Some(&StreamStatus::Active)
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -144,12 +184,26 @@ pub async fn put_all(client: &Client, stream: &str, records: &[Rec]) -> Result<(
         let deadline = Instant::now() + Duration::from_secs(60);
         while !pending.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            let n = pending.iter().take_while(|r| seen.insert(r.key.clone())).count();
+            let n = pending
+                .iter()
+                .take_while(|r| seen.insert(r.key.clone()))
+                .count();
             let entries: Vec<PutRecordsRequestEntry> = pending[..n]
                 .iter()
-                .map(|r| PutRecordsRequestEntry::builder().data(Blob::new(r.data.clone())).partition_key(&r.key).build())
+                .map(|r| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(r.data.clone()))
+                        .partition_key(&r.key)
+                        .build()
+                })
                 .collect::<Result<_, _>>()?;
-            let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.context("PutRecords")?;
+            let out = client
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .context("PutRecords")?;
             let failed: Vec<&Rec> = pending[..n]
                 .iter()
                 .zip(out.records())
@@ -190,17 +244,27 @@ pub async fn read_all(client: &Client, stream: &str) -> Result<Vec<ReadRec>> {
             .shard_iterator
             .context("no iterator")?;
         for _ in 0..10_000 {
-            let out = client.get_records().shard_iterator(&iterator).limit(10_000).send().await?;
+            let out = client
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(10_000)
+                .send()
+                .await?;
             let empty = out.records().is_empty();
             for r in out.records() {
                 all.push(ReadRec {
                     shard: shard.shard_id().to_string(),
                     sequence: r.sequence_number().to_string(),
-                    rec: Rec { key: r.partition_key().unwrap_or_default().to_string(), data: r.data().as_ref().to_vec() },
+                    rec: Rec {
+                        key: r.partition_key().unwrap_or_default().to_string(),
+                        data: r.data().as_ref().to_vec(),
+                    },
                 });
             }
             match out.next_shard_iterator() {
-                Some(next) if !(empty && out.millis_behind_latest() == Some(0)) => iterator = next.to_string(),
+                Some(next) if !(empty && out.millis_behind_latest() == Some(0)) => {
+                    iterator = next.to_string()
+                }
                 _ => break,
             }
         }
@@ -209,7 +273,12 @@ pub async fn read_all(client: &Client, stream: &str) -> Result<Vec<ReadRec>> {
 }
 
 /// Waits until `stream` holds at least `n` records; returns them.
-pub async fn wait_for_count(client: &Client, stream: &str, n: usize, timeout: Duration) -> Result<Vec<ReadRec>> {
+pub async fn wait_for_count(
+    client: &Client,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<ReadRec>> {
     let deadline = Instant::now() + timeout;
     loop {
         let all = read_all(client, stream).await?;
@@ -230,7 +299,10 @@ pub fn numbered_records(count: usize, keys: usize, prefix: &str) -> Vec<Rec> {
         .map(|i| {
             let k = i % keys;
             let n = next.entry(k).or_default();
-            let rec = Rec { key: format!("{prefix}key-{k}"), data: format!("{{\"key\":{k},\"n\":{n},\"i\":{i}}}").into_bytes() };
+            let rec = Rec {
+                key: format!("{prefix}key-{k}"),
+                data: format!("{{\"key\":{k},\"n\":{n},\"i\":{i}}}").into_bytes(),
+            };
             *n += 1;
             rec
         })
@@ -249,30 +321,52 @@ pub fn assert_at_least_once_in_key_order(stream: &str, expected: &[Rec], got: &[
 }
 
 fn assert_complete(stream: &str, expected: &[Rec], got: &[ReadRec], duplicates_allowed: bool) {
-    let position: std::collections::HashMap<&Rec, usize> = expected.iter().enumerate().map(|(i, r)| (r, i)).collect();
+    let position: std::collections::HashMap<&Rec, usize> =
+        expected.iter().enumerate().map(|(i, r)| (r, i)).collect();
     let mut seen = vec![0usize; expected.len()];
     // Per key: the source position of the last record seen (order check), first occurrences only.
     let mut last_of_key: BTreeMap<&str, usize> = BTreeMap::new();
     for r in got {
         let Some(&i) = position.get(&r.rec) else {
-            panic!("{stream}: unexpected record {:?} / {}", r.rec.key, String::from_utf8_lossy(&r.rec.data));
+            panic!(
+                "{stream}: unexpected record {:?} / {}",
+                r.rec.key,
+                String::from_utf8_lossy(&r.rec.data)
+            );
         };
         seen[i] += 1;
         if seen[i] > 1 {
-            assert!(duplicates_allowed, "{stream}: record {i} ({}) delivered {} times", String::from_utf8_lossy(&r.rec.data), seen[i]);
+            assert!(
+                duplicates_allowed,
+                "{stream}: record {i} ({}) delivered {} times",
+                String::from_utf8_lossy(&r.rec.data),
+                seen[i]
+            );
             continue;
         }
         if let Some(&prev) = last_of_key.get(r.rec.key.as_str()) {
             assert!(
                 prev < i,
                 "{stream}: key {} out of order: record {i} after record {prev} (shard {})",
-                r.rec.key, r.shard
+                r.rec.key,
+                r.shard
             );
         }
         last_of_key.insert(&r.rec.key, i);
     }
-    let missing: Vec<usize> = seen.iter().enumerate().filter(|(_, n)| **n == 0).map(|(i, _)| i).collect();
-    assert!(missing.is_empty(), "{stream}: {} of {} records missing, first: {:?}", missing.len(), expected.len(), &missing[..missing.len().min(10)]);
+    let missing: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n == 0)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{stream}: {} of {} records missing, first: {:?}",
+        missing.len(),
+        expected.len(),
+        &missing[..missing.len().min(10)]
+    );
 }
 
 /// A running `distributary run` child process.
@@ -286,10 +380,16 @@ impl Distributary {
     pub fn start(config: &Path) -> Result<Self> {
         let bin = distributary_bin();
         if !bin.is_file() {
-            bail!("{} missing: run `cargo build --release` first", bin.display());
+            bail!(
+                "{} missing: run `cargo build --release` first",
+                bin.display()
+            );
         }
         let log = config.with_extension("log");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
@@ -297,7 +397,10 @@ impl Distributary {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", std::env::var("DISTRIBUTARY_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("DISTRIBUTARY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
@@ -331,7 +434,10 @@ impl Distributary {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("distributary did not exit within {timeout:?}; log:\n{}", self.log_text());
+                bail!(
+                    "distributary did not exit within {timeout:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -352,7 +458,10 @@ impl Drop for Distributary {
 }
 
 fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// A config file in a fresh directory (state directory beside it).
@@ -362,7 +471,9 @@ pub struct TestDir {
 
 impl TestDir {
     pub fn new() -> Result<Self> {
-        Ok(TestDir { dir: tempfile::tempdir()? })
+        Ok(TestDir {
+            dir: tempfile::tempdir()?,
+        })
     }
 
     pub fn write_config(&self, name: &str, text: &str) -> Result<PathBuf> {

@@ -36,7 +36,8 @@ pub struct FileStore {
 impl FileStore {
     /// Opens (creating) the state directory and locks it for this process.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| context(e, dir, "cannot create the state directory"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| context(e, dir, "cannot create the state directory"))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -49,17 +50,28 @@ impl FileStore {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::new(
                     ErrorKind::WouldBlock,
-                    format!("{}: another distributary process holds this state directory", dir.display()),
+                    format!(
+                        "{}: another distributary process holds this state directory",
+                        dir.display()
+                    ),
                 ));
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(context(e, &lock_path, "cannot lock")),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(context(e, &lock_path, "cannot lock"));
+            }
         }
-        Ok(FileStore { dir: dir.to_path_buf(), _lock: Some(lock) })
+        Ok(FileStore {
+            dir: dir.to_path_buf(),
+            _lock: Some(lock),
+        })
     }
 
     /// Opens the state directory for reading only, without the lock (for `status`).
     pub fn open_read_only(dir: &Path) -> Self {
-        FileStore { dir: dir.to_path_buf(), _lock: None }
+        FileStore {
+            dir: dir.to_path_buf(),
+            _lock: None,
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -73,12 +85,23 @@ impl FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
             Err(e) => return Err(context(e, &path, "cannot read")),
         };
-        let doc: Document = serde_json::from_str(&text)
-            .map_err(|e| Error::new(ErrorKind::InvalidData, format!("{}: not a checkpoint file: {e}", path.display())))?;
+        let doc: Document = serde_json::from_str(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: not a checkpoint file: {e}", path.display()),
+            )
+        })?;
         if doc.version != 1 {
-            return Err(Error::new(ErrorKind::InvalidData, format!("{}: unknown version {}", path.display(), doc.version)));
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: unknown version {}", path.display(), doc.version),
+            ));
         }
-        Ok(doc.checkpoints.into_iter().map(|e| ((e.pipeline, e.stream, e.shard), e.position)).collect())
+        Ok(doc
+            .checkpoints
+            .into_iter()
+            .map(|e| ((e.pipeline, e.stream, e.shard), e.position))
+            .collect())
     }
 
     pub fn save(&self, table: &BTreeMap<Key, Position>) -> std::io::Result<()> {
@@ -98,11 +121,15 @@ impl FileStore {
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE}.tmp"));
         let mut file = File::create(&tmp).map_err(|e| context(e, &tmp, "cannot create"))?;
-        file.write_all(&text).map_err(|e| context(e, &tmp, "cannot write"))?;
-        file.sync_all().map_err(|e| context(e, &tmp, "cannot fsync"))?;
+        file.write_all(&text)
+            .map_err(|e| context(e, &tmp, "cannot write"))?;
+        file.sync_all()
+            .map_err(|e| context(e, &tmp, "cannot fsync"))?;
         drop(file);
         std::fs::rename(&tmp, &path).map_err(|e| context(e, &path, "cannot replace"))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| context(e, &self.dir, "cannot fsync"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| context(e, &self.dir, "cannot fsync"))?;
         Ok(())
     }
 }
@@ -121,11 +148,26 @@ mod tests {
         let store = FileStore::open(dir.path()).unwrap();
         assert!(store.load().unwrap().is_empty());
         let mut table = BTreeMap::new();
-        table.insert(("p".into(), "s".into(), "shardId-0".into()), Position { sequence: Some("42".into()), finished: false });
-        table.insert(("p".into(), "s".into(), "shardId-1".into()), Position { sequence: None, finished: true });
+        table.insert(
+            ("p".into(), "s".into(), "shardId-0".into()),
+            Position {
+                sequence: Some("42".into()),
+                finished: false,
+            },
+        );
+        table.insert(
+            ("p".into(), "s".into(), "shardId-1".into()),
+            Position {
+                sequence: None,
+                finished: true,
+            },
+        );
         store.save(&table).unwrap();
         assert_eq!(store.load().unwrap(), table);
-        assert!(FileStore::open(dir.path()).is_err(), "a second process must not share the directory");
+        assert!(
+            FileStore::open(dir.path()).is_err(),
+            "a second process must not share the directory"
+        );
         drop(store);
         assert!(FileStore::open(dir.path()).is_ok());
     }

@@ -37,19 +37,34 @@ impl Checkpoints {
     /// Opens the store (taking its lock) and loads what it holds.
     pub fn open(store: FileStore) -> std::io::Result<Self> {
         let table = store.load()?;
-        Ok(Checkpoints { store, table: Mutex::new(table), dirty: AtomicBool::new(false) })
+        Ok(Checkpoints {
+            store,
+            table: Mutex::new(table),
+            dirty: AtomicBool::new(false),
+        })
     }
 
     pub fn get(&self, pipeline: &str, stream: &str, shard: &str) -> Option<Position> {
         let table = self.table.lock().ok()?;
-        table.get(&(pipeline.to_string(), stream.to_string(), shard.to_string())).cloned()
+        table
+            .get(&(pipeline.to_string(), stream.to_string(), shard.to_string()))
+            .cloned()
     }
 
-    fn update(&self, pipeline: &str, stream: &str, shard: &str, change: impl FnOnce(&mut Position)) {
+    fn update(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        shard: &str,
+        change: impl FnOnce(&mut Position),
+    ) {
         if let Ok(mut table) = self.table.lock() {
             let entry = table
                 .entry((pipeline.to_string(), stream.to_string(), shard.to_string()))
-                .or_insert(Position { sequence: None, finished: false });
+                .or_insert(Position {
+                    sequence: None,
+                    finished: false,
+                });
             change(entry);
             self.dirty.store(true, Ordering::Release);
         }
@@ -57,7 +72,9 @@ impl Checkpoints {
 
     /// Records that everything up to `sequence` is acknowledged.
     pub fn advance(&self, pipeline: &str, stream: &str, shard: &str, sequence: &str) {
-        self.update(pipeline, stream, shard, |p| p.sequence = Some(sequence.to_string()));
+        self.update(pipeline, stream, shard, |p| {
+            p.sequence = Some(sequence.to_string())
+        });
     }
 
     /// Records that the shard is read to its end and fully acknowledged.

@@ -44,7 +44,11 @@ impl Config {
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "(toml)".into());
-            ConfigError { file: path.to_path_buf(), key, problem: e.message().trim().to_string() }
+            ConfigError {
+                file: path.to_path_buf(),
+                key,
+                problem: e.message().trim().to_string(),
+            }
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.file = path.to_path_buf();

@@ -1,0 +1,95 @@
+//! Parsing and validation of configuration text (the binary-level cases live
+//! in tests/bad_config.rs; these pin defaults and path resolution).
+
+use super::*;
+use std::path::Path;
+
+const MINIMAL: &str = r#"
+[sources.in]
+stream = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+[outputs.a]
+stream = "copy"
+
+[[pipelines]]
+name = "p"
+source = "in"
+outputs = ["a"]
+"#;
+
+#[test]
+fn defaults_follow_the_spec() {
+    let c = Config::parse(Path::new("/etc/d/c.toml"), MINIMAL).unwrap();
+    let s = &c.sources["in"];
+    assert_eq!(s.start_position, StartPosition::TrimHorizon);
+    assert_eq!(s.reader, ReaderKind::Polling);
+    assert_eq!(s.poll_interval_ms, 1000);
+    assert!(s.deaggregate);
+    let o = &c.outputs["a"];
+    assert_eq!(
+        (o.max_record_bytes, o.max_request_bytes),
+        (1 << 20, 5 << 20)
+    );
+    assert_eq!(c.checkpoint.store, StoreKind::File);
+    let p = &c.pipelines[0];
+    assert_eq!(p.on_error, OnError::Halt);
+    assert_eq!((p.limits.memory_mb, p.limits.batch_timeout_ms), (64, 200));
+    assert_eq!(p.plugin_config_json(), "{}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_file() {
+    let c = Config::parse(Path::new("/etc/d/c.toml"), MINIMAL).unwrap();
+    assert_eq!(c.checkpoint.path, Path::new("/etc/d/./distributary-state"));
+    let text = MINIMAL.replace(
+        "outputs = [\"a\"]",
+        "outputs = [\"a\"]\nplugin = \"x.wasm\"",
+    );
+    let err = Config::parse(Path::new("/etc/d/c.toml"), &text).unwrap_err();
+    assert!(
+        err.to_string().contains("/etc/d/x.wasm is not a file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_config_becomes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.wasm"), b"").unwrap();
+    let text = MINIMAL.replace(
+        "outputs = [\"a\"]",
+        "outputs = [\"a\"]\nplugin = \"r.wasm\"\nplugin_config = { field = \"t\", routes = { x = \"a\" }, n = 3 }",
+    );
+    let c = Config::parse(&dir.path().join("c.toml"), &text).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&c.pipelines[0].plugin_config_json()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"field": "t", "routes": {"x": "a"}, "n": 3})
+    );
+}
+
+#[test]
+fn errors_name_file_and_key() {
+    let text = MINIMAL.replace(
+        "outputs = [\"a\"]",
+        "outputs = [\"a\"]\non_error = \"dead_letter\"\ndead_letter = \"a\"",
+    );
+    let err = Config::parse(Path::new("c.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("c.toml: pipelines[0] (p).dead_letter:"),
+        "{err}"
+    );
+    let err = Config::parse(
+        Path::new("c.toml"),
+        "[outputs.a]\nstream = \"x\"\nbogus = 1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("line 3") && err.contains("unknown field `bogus`"),
+        "{err}"
+    );
+}

@@ -164,7 +164,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: default_memory_mb(), batch_timeout_ms: default_batch_timeout_ms() }
+        Limits {
+            memory_mb: default_memory_mb(),
+            batch_timeout_ms: default_batch_timeout_ms(),
+        }
     }
 }
 

@@ -8,7 +8,10 @@ type Problem = (String, String);
 
 pub(super) fn validate(config: &Config) -> Result<(), Problem> {
     if config.pipelines.is_empty() {
-        return Err(("pipelines".into(), "no [[pipelines]] defined: nothing to run".into()));
+        return Err((
+            "pipelines".into(),
+            "no [[pipelines]] defined: nothing to run".into(),
+        ));
     }
     for (name, source) in &config.sources {
         check_source(name, source)?;
@@ -24,15 +27,20 @@ pub(super) fn validate(config: &Config) -> Result<(), Problem> {
             return Err((format!("{key}.name"), "must not be empty".into()));
         }
         if !names.insert(pipeline.name.as_str()) {
-            return Err((format!("{key}.name"), format!("duplicate pipeline name {:?}", pipeline.name)));
+            return Err((
+                format!("{key}.name"),
+                format!("duplicate pipeline name {:?}", pipeline.name),
+            ));
         }
         check_pipeline(config, &format!("{key} ({})", pipeline.name), pipeline)?;
     }
     if let Some(server) = &config.server {
-        server
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| ("server.listen".to_string(), format!("{:?} is not an address:port: {e}", server.listen)))?;
+        server.listen.parse::<std::net::SocketAddr>().map_err(|e| {
+            (
+                "server.listen".to_string(),
+                format!("{:?} is not an address:port: {e}", server.listen),
+            )
+        })?;
     }
     Ok(())
 }
@@ -44,27 +52,42 @@ fn check_source(name: &str, source: &Source) -> Result<(), Problem> {
     }
     match (source.start_position, &source.start_timestamp) {
         (StartPosition::AtTimestamp, None) => {
-            return Err((key("start_timestamp"), "required with start_position = \"at_timestamp\"".into()));
+            return Err((
+                key("start_timestamp"),
+                "required with start_position = \"at_timestamp\"".into(),
+            ));
         }
         (StartPosition::AtTimestamp, Some(ts)) => {
             parse_timestamp(ts).map_err(|e| (key("start_timestamp"), e))?;
         }
         (_, Some(_)) => {
-            return Err((key("start_timestamp"), "only used with start_position = \"at_timestamp\"".into()));
+            return Err((
+                key("start_timestamp"),
+                "only used with start_position = \"at_timestamp\"".into(),
+            ));
         }
         (_, None) => {}
     }
     if source.reader == ReaderKind::Efo {
-        return Err((key("reader"), "\"efo\" (enhanced fan-out) is not available in this version; use \"polling\"".into()));
+        return Err((
+            key("reader"),
+            "\"efo\" (enhanced fan-out) is not available in this version; use \"polling\"".into(),
+        ));
     }
     if source.poll_interval_ms == 0 {
         return Err((key("poll_interval_ms"), "must be at least 1".into()));
     }
     if !(1..=10_000).contains(&source.max_records_per_read) {
-        return Err((key("max_records_per_read"), "must be between 1 and 10000".into()));
+        return Err((
+            key("max_records_per_read"),
+            "must be between 1 and 10000".into(),
+        ));
     }
     if source.shard_discovery_interval_s == 0 {
-        return Err((key("shard_discovery_interval_s"), "must be at least 1".into()));
+        return Err((
+            key("shard_discovery_interval_s"),
+            "must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -79,31 +102,54 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
     let key = |k: &str| format!("outputs.{name}.{k}");
     match (&output.stream, &output.stream_pattern) {
         (None, None) => return Err((key("stream"), "required (a stream name or ARN)".into())),
-        (Some(_), Some(_)) => return Err((key("stream_pattern"), "give either stream or stream_pattern, not both".into())),
-        (None, Some(_)) => {
-            return Err((key("stream_pattern"), "output discovery by pattern is not available in this version; name the stream".into()));
+        (Some(_), Some(_)) => {
+            return Err((
+                key("stream_pattern"),
+                "give either stream or stream_pattern, not both".into(),
+            ));
         }
-        (Some(s), None) if s.trim().is_empty() => return Err((key("stream"), "must not be empty".into())),
+        (None, Some(_)) => {
+            return Err((
+                key("stream_pattern"),
+                "output discovery by pattern is not available in this version; name the stream"
+                    .into(),
+            ));
+        }
+        (Some(s), None) if s.trim().is_empty() => {
+            return Err((key("stream"), "must not be empty".into()));
+        }
         _ => {}
     }
     if output.aggregate {
-        return Err((key("aggregate"), "KPL aggregation on output is not available in this version".into()));
+        return Err((
+            key("aggregate"),
+            "KPL aggregation on output is not available in this version".into(),
+        ));
     }
     if output.external_id.is_some() && output.role_arn.is_none() {
         return Err((key("external_id"), "only used with role_arn".into()));
     }
     if !(1024..=10 * 1024 * 1024).contains(&output.max_record_bytes) {
-        return Err((key("max_record_bytes"), "must be between 1024 and 10485760".into()));
+        return Err((
+            key("max_record_bytes"),
+            "must be between 1024 and 10485760".into(),
+        ));
     }
     if output.max_request_bytes < output.max_record_bytes {
-        return Err((key("max_request_bytes"), "must be at least max_record_bytes".into()));
+        return Err((
+            key("max_request_bytes"),
+            "must be at least max_record_bytes".into(),
+        ));
     }
     Ok(())
 }
 
 fn check_checkpoint(checkpoint: &Checkpoint) -> Result<(), Problem> {
     if checkpoint.store == StoreKind::Dynamodb {
-        return Err(("checkpoint.store".into(), "\"dynamodb\" is not available in this version; use \"file\"".into()));
+        return Err((
+            "checkpoint.store".into(),
+            "\"dynamodb\" is not available in this version; use \"file\"".into(),
+        ));
     }
     if checkpoint.interval_ms == 0 {
         return Err(("checkpoint.interval_ms".into(), "must be at least 1".into()));
@@ -114,7 +160,14 @@ fn check_checkpoint(checkpoint: &Checkpoint) -> Result<(), Problem> {
 fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(), Problem> {
     let k = |sub: &str| format!("{key}.{sub}");
     if !config.sources.contains_key(&pipeline.source) {
-        return Err((k("source"), format!("unknown source {:?} (defined: {})", pipeline.source, names(config.sources.keys()))));
+        return Err((
+            k("source"),
+            format!(
+                "unknown source {:?} (defined: {})",
+                pipeline.source,
+                names(config.sources.keys())
+            ),
+        ));
     }
     if pipeline.outputs.is_empty() {
         return Err((k("outputs"), "must list at least one output".into()));
@@ -122,7 +175,13 @@ fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(),
     let mut seen = HashSet::new();
     for output in &pipeline.outputs {
         if !config.outputs.contains_key(output) {
-            return Err((k("outputs"), format!("unknown output {output:?} (defined: {})", names(config.outputs.keys()))));
+            return Err((
+                k("outputs"),
+                format!(
+                    "unknown output {output:?} (defined: {})",
+                    names(config.outputs.keys())
+                ),
+            ));
         }
         if !seen.insert(output) {
             return Err((k("outputs"), format!("output {output:?} listed twice")));
@@ -130,17 +189,30 @@ fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(),
     }
     match (pipeline.on_error, &pipeline.dead_letter) {
         (OnError::DeadLetter, None) => {
-            return Err((k("dead_letter"), "required with on_error = \"dead_letter\": name the output for dead letters".into()));
+            return Err((
+                k("dead_letter"),
+                "required with on_error = \"dead_letter\": name the output for dead letters".into(),
+            ));
         }
         (OnError::DeadLetter, Some(dlq)) => {
             if !config.outputs.contains_key(dlq) {
                 return Err((k("dead_letter"), format!("unknown output {dlq:?}")));
             }
             if pipeline.outputs.contains(dlq) {
-                return Err((k("dead_letter"), format!("{dlq:?} is also a routing output of this pipeline; use a separate stream")));
+                return Err((
+                    k("dead_letter"),
+                    format!(
+                        "{dlq:?} is also a routing output of this pipeline; use a separate stream"
+                    ),
+                ));
             }
         }
-        (_, Some(_)) => return Err((k("dead_letter"), "only used with on_error = \"dead_letter\"".into())),
+        (_, Some(_)) => {
+            return Err((
+                k("dead_letter"),
+                "only used with on_error = \"dead_letter\"".into(),
+            ));
+        }
         (_, None) => {}
     }
     if let Some(plugin) = &pipeline.plugin {
@@ -161,5 +233,9 @@ fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(),
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<&str> = keys.map(String::as_str).collect();
-    if list.is_empty() { "none".into() } else { list.join(", ") }
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
 }

@@ -26,13 +26,19 @@ pub fn pack(source: &str, shard_id: &str, records: &[SourceRecord]) -> Batch {
         batch.data.extend_from_slice(&r.data);
         batch.data_ends.push(batch.data.len() as u32);
         batch.partition_keys.push_str(&r.partition_key);
-        batch.partition_key_ends.push(batch.partition_keys.len() as u32);
+        batch
+            .partition_key_ends
+            .push(batch.partition_keys.len() as u32);
         if let Some(h) = &r.explicit_hash_key {
             batch.explicit_hash_keys.push_str(h);
         }
-        batch.explicit_hash_key_ends.push(batch.explicit_hash_keys.len() as u32);
+        batch
+            .explicit_hash_key_ends
+            .push(batch.explicit_hash_keys.len() as u32);
         batch.sequence_numbers.push_str(&r.sequence_number);
-        batch.sequence_number_ends.push(batch.sequence_numbers.len() as u32);
+        batch
+            .sequence_number_ends
+            .push(batch.sequence_numbers.len() as u32);
         batch.sub_sequence_numbers.push(r.sub_sequence_number);
         batch.arrival_times.push(r.arrival_ms);
     }
@@ -43,10 +49,22 @@ pub fn pack(source: &str, shard_id: &str, records: &[SourceRecord]) -> Batch {
 /// pipeline's outputs). Deliveries to one output are sorted by source record
 /// (stably), so the host keeps source order whatever order the plugin listed
 /// them in. Any index out of range is an error naming it.
-pub fn unpack(decisions: Decisions, records: &[SourceRecord], outputs: usize) -> Result<Vec<Vec<OutRecord>>, String> {
-    let Decisions { records: targets, outputs: output_ids, rewrites } = decisions;
+pub fn unpack(
+    decisions: Decisions,
+    records: &[SourceRecord],
+    outputs: usize,
+) -> Result<Vec<Vec<OutRecord>>, String> {
+    let Decisions {
+        records: targets,
+        outputs: output_ids,
+        rewrites,
+    } = decisions;
     if targets.len() != output_ids.len() {
-        return Err(format!("decisions have {} record indexes but {} output indexes", targets.len(), output_ids.len()));
+        return Err(format!(
+            "decisions have {} record indexes but {} output indexes",
+            targets.len(),
+            output_ids.len()
+        ));
     }
     let mut rewrite_of: Vec<Option<usize>> = Vec::new();
     if !rewrites.is_empty() {
@@ -54,7 +72,13 @@ pub fn unpack(decisions: Decisions, records: &[SourceRecord], outputs: usize) ->
         for (i, rewrite) in rewrites.iter().enumerate() {
             let slot = rewrite_of
                 .get_mut(rewrite.delivery as usize)
-                .ok_or_else(|| format!("rewrite names delivery {} of {}", rewrite.delivery, targets.len()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "rewrite names delivery {} of {}",
+                        rewrite.delivery,
+                        targets.len()
+                    )
+                })?;
             if slot.replace(i).is_some() {
                 return Err(format!("delivery {} is rewritten twice", rewrite.delivery));
             }
@@ -63,18 +87,30 @@ pub fn unpack(decisions: Decisions, records: &[SourceRecord], outputs: usize) ->
     let mut rewrites: Vec<_> = rewrites.into_iter().map(Some).collect();
     let mut per_output: Vec<Vec<OutRecord>> = vec![Vec::new(); outputs];
     for (delivery, (&record, &output)) in targets.iter().zip(&output_ids).enumerate() {
-        let source = records
-            .get(record as usize)
-            .ok_or_else(|| format!("delivery {delivery} names record {record} of a batch of {}", records.len()))?;
+        let source = records.get(record as usize).ok_or_else(|| {
+            format!(
+                "delivery {delivery} names record {record} of a batch of {}",
+                records.len()
+            )
+        })?;
         let list = per_output
             .get_mut(output as usize)
             .ok_or_else(|| format!("delivery {delivery} names output index {output}, but the pipeline has {outputs} outputs"))?;
-        let rewrite = rewrite_of.get(delivery).copied().flatten().and_then(|i| rewrites[i].take());
+        let rewrite = rewrite_of
+            .get(delivery)
+            .copied()
+            .flatten()
+            .and_then(|i| rewrites[i].take());
         let (data, partition_key, explicit_hash_key) = match rewrite {
-            None => (source.data.clone(), source.partition_key.clone(), source.explicit_hash_key.clone()),
+            None => (
+                source.data.clone(),
+                source.partition_key.clone(),
+                source.explicit_hash_key.clone(),
+            ),
             Some(r) => (
                 r.data.unwrap_or_else(|| source.data.clone()),
-                r.partition_key.unwrap_or_else(|| source.partition_key.clone()),
+                r.partition_key
+                    .unwrap_or_else(|| source.partition_key.clone()),
                 match r.explicit_hash_key {
                     Some(h) if h.is_empty() => None,
                     Some(h) => Some(h),
@@ -82,7 +118,12 @@ pub fn unpack(decisions: Decisions, records: &[SourceRecord], outputs: usize) ->
                 },
             ),
         };
-        list.push(OutRecord { data, partition_key, explicit_hash_key, source_index: record });
+        list.push(OutRecord {
+            data,
+            partition_key,
+            explicit_hash_key,
+            source_index: record,
+        });
     }
     for list in &mut per_output {
         list.sort_by_key(|r| r.source_index);
@@ -125,11 +166,22 @@ mod tests {
         let d = Decisions {
             records: vec![2, 0, 1, 0],
             outputs: vec![0, 0, 1, 1],
-            rewrites: vec![Rewrite { delivery: 3, data: Some(b"new".to_vec()), partition_key: None, explicit_hash_key: None }],
+            rewrites: vec![Rewrite {
+                delivery: 3,
+                data: Some(b"new".to_vec()),
+                partition_key: None,
+                explicit_hash_key: None,
+            }],
         };
         let out = unpack(d, &recs, 2).unwrap();
-        assert_eq!(out[0].iter().map(|r| r.source_index).collect::<Vec<_>>(), [0, 2]);
-        assert_eq!(out[1].iter().map(|r| r.source_index).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            out[0].iter().map(|r| r.source_index).collect::<Vec<_>>(),
+            [0, 2]
+        );
+        assert_eq!(
+            out[1].iter().map(|r| r.source_index).collect::<Vec<_>>(),
+            [0, 1]
+        );
         assert_eq!(out[1][0].data, b"new");
         assert_eq!(out[1][0].partition_key, "k0");
         assert_eq!(out[1][1].explicit_hash_key.as_deref(), Some("42"));
@@ -138,11 +190,31 @@ mod tests {
     #[test]
     fn unpack_rejects_bad_indexes() {
         let recs = records(2);
-        let bad_output = Decisions { records: vec![0], outputs: vec![5], rewrites: vec![] };
-        assert!(unpack(bad_output, &recs, 2).unwrap_err().contains("output index 5"));
-        let bad_record = Decisions { records: vec![9], outputs: vec![0], rewrites: vec![] };
-        assert!(unpack(bad_record, &recs, 2).unwrap_err().contains("record 9"));
-        let ragged = Decisions { records: vec![0, 1], outputs: vec![0], rewrites: vec![] };
+        let bad_output = Decisions {
+            records: vec![0],
+            outputs: vec![5],
+            rewrites: vec![],
+        };
+        assert!(
+            unpack(bad_output, &recs, 2)
+                .unwrap_err()
+                .contains("output index 5")
+        );
+        let bad_record = Decisions {
+            records: vec![9],
+            outputs: vec![0],
+            rewrites: vec![],
+        };
+        assert!(
+            unpack(bad_record, &recs, 2)
+                .unwrap_err()
+                .contains("record 9")
+        );
+        let ragged = Decisions {
+            records: vec![0, 1],
+            outputs: vec![0],
+            rewrites: vec![],
+        };
         assert!(unpack(ragged, &recs, 2).is_err());
     }
 }

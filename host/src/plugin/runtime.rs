@@ -45,7 +45,8 @@ pub fn engine() -> Result<Engine, String> {
         .get_or_init(|| {
             let mut config = Config::new();
             config.epoch_interruption(true);
-            let engine = Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
+            let engine = Engine::new(&config)
+                .map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
             let ticker = engine.weak();
             std::thread::Builder::new()
                 .name("wasm-epoch".into())
@@ -86,18 +87,36 @@ impl Plugin {
     /// Compiles `path`, links it against the contract, and initialises one
     /// instance with the pipeline's config: a plugin that loads is known to
     /// implement the contract and accept its configuration.
-    pub fn load(pipeline: &str, path: &Path, config_json: &str, outputs: &[String], limits: &Limits) -> Result<Plugin, PluginError> {
-        let load_error = |reason: String| PluginError::Load { path: path.to_path_buf(), reason };
+    pub fn load(
+        pipeline: &str,
+        path: &Path,
+        config_json: &str,
+        outputs: &[String],
+        limits: &Limits,
+    ) -> Result<Plugin, PluginError> {
+        let load_error = |reason: String| PluginError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
         let engine = engine().map_err(load_error)?;
         let bytes = std::fs::read(path).map_err(|e| load_error(format!("cannot read: {e}")))?;
-        let component = Component::new(&engine, &bytes).map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
+        let component = Component::new(&engine, &bytes)
+            .map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| load_error(format!("{e:#}")))?;
-        Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(|e| load_error(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| load_error(format!("imports something the host does not provide: {e:#}")))?;
-        let pre = RouterPre::new(pre).map_err(|e| load_error(format!("does not implement distributary:plugin/router@0.1.0: {e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        Router::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
+            load_error(format!(
+                "imports something the host does not provide: {e:#}"
+            ))
+        })?;
+        let pre = RouterPre::new(pre).map_err(|e| {
+            load_error(format!(
+                "does not implement distributary:plugin/router@0.1.0: {e:#}"
+            ))
+        })?;
         let plugin = Plugin {
             pipeline: pipeline.to_string(),
             path: path.to_path_buf(),
@@ -125,11 +144,16 @@ impl Plugin {
         let mut store = Store::new(&self.engine, HostState::new(&self.pipeline, limits));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
-        let router = self.pre.instantiate(&mut store).map_err(|e| PluginError::Init(format!("instantiation failed: {e:#}")))?;
+        let router = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Init(format!("instantiation failed: {e:#}")))?;
         match router.call_init(&mut store, &self.config_json, &self.outputs) {
             Ok(Ok(())) => Ok(Instance { store, router }),
             Ok(Err(message)) => Err(PluginError::Init(message)),
-            Err(e) => Err(PluginError::Init(describe_trap(&e, INIT_TIMEOUT).to_string())),
+            Err(e) => Err(PluginError::Init(
+                describe_trap(&e, INIT_TIMEOUT).to_string(),
+            )),
         }
     }
 
@@ -150,7 +174,12 @@ impl Plugin {
     /// Routes one batch: per output of the pipeline (same order as its
     /// `outputs`), the records to write there, in source order. Blocking: call
     /// it from a blocking thread.
-    pub fn route(&self, source: &str, shard_id: &str, records: &[SourceRecord]) -> Result<Vec<Vec<OutRecord>>, PluginError> {
+    pub fn route(
+        &self,
+        source: &str,
+        shard_id: &str,
+        records: &[SourceRecord],
+    ) -> Result<Vec<Vec<OutRecord>>, PluginError> {
         let batch = pack(source, shard_id, records);
         let mut instance = self.take()?;
         let timeout = Duration::from_millis(self.limits.batch_timeout_ms);

@@ -18,12 +18,18 @@ pub fn check_record(record: &OutRecord, max_record_bytes: usize) -> Result<(), S
         return Err("empty partition key".into());
     }
     if key_chars > MAX_PARTITION_KEY_CHARS {
-        return Err(format!("partition key of {key_chars} characters (at most {MAX_PARTITION_KEY_CHARS})"));
+        return Err(format!(
+            "partition key of {key_chars} characters (at most {MAX_PARTITION_KEY_CHARS})"
+        ));
     }
     if let Some(hash_key) = &record.explicit_hash_key {
-        let valid = !hash_key.is_empty() && hash_key.bytes().all(|b| b.is_ascii_digit()) && hash_key.parse::<u128>().is_ok();
+        let valid = !hash_key.is_empty()
+            && hash_key.bytes().all(|b| b.is_ascii_digit())
+            && hash_key.parse::<u128>().is_ok();
         if !valid {
-            return Err(format!("explicit hash key {hash_key:?} is not a decimal number in 0..2^128"));
+            return Err(format!(
+                "explicit hash key {hash_key:?} is not a decimal number in 0..2^128"
+            ));
         }
     }
     if record.billed_bytes() > max_record_bytes {
@@ -65,7 +71,12 @@ mod tests {
     use super::*;
 
     fn rec(key: &str, size: usize) -> OutRecord {
-        OutRecord { data: vec![b'x'; size], partition_key: key.into(), explicit_hash_key: None, source_index: 0 }
+        OutRecord {
+            data: vec![b'x'; size],
+            partition_key: key.into(),
+            explicit_hash_key: None,
+            source_index: 0,
+        }
     }
 
     #[test]
@@ -79,9 +90,13 @@ mod tests {
     #[test]
     fn request_bytes_count_data_and_partition_key() {
         // 10 records of 1 MiB - 2 bytes of data + a 2-byte key = exactly 1 MiB each.
-        let pending: VecDeque<_> = (0..10).map(|i| rec(&format!("k{i}"), (1 << 20) - 2)).collect();
+        let pending: VecDeque<_> = (0..10)
+            .map(|i| rec(&format!("k{i}"), (1 << 20) - 2))
+            .collect();
         assert_eq!(next_request_len(&pending, 5 << 20), 5);
-        let pending: VecDeque<_> = (0..10).map(|i| rec(&format!("k{i}"), (1 << 20) - 1)).collect();
+        let pending: VecDeque<_> = (0..10)
+            .map(|i| rec(&format!("k{i}"), (1 << 20) - 1))
+            .collect();
         assert_eq!(next_request_len(&pending, 5 << 20), 4);
     }
 
@@ -93,7 +108,10 @@ mod tests {
 
     #[test]
     fn a_repeated_ordering_key_ends_the_request() {
-        let pending: VecDeque<_> = ["a", "b", "c", "b", "d"].iter().map(|k| rec(k, 1)).collect();
+        let pending: VecDeque<_> = ["a", "b", "c", "b", "d"]
+            .iter()
+            .map(|k| rec(k, 1))
+            .collect();
         assert_eq!(next_request_len(&pending, 5 << 20), 3);
         let mut with_hash = pending.clone();
         with_hash[0].explicit_hash_key = Some("7".into());
@@ -104,11 +122,23 @@ mod tests {
     #[test]
     fn record_checks() {
         assert!(check_record(&rec("k", 10), 1 << 20).is_ok());
-        assert!(check_record(&rec("", 10), 1 << 20).unwrap_err().contains("empty partition key"));
+        assert!(
+            check_record(&rec("", 10), 1 << 20)
+                .unwrap_err()
+                .contains("empty partition key")
+        );
         assert!(check_record(&rec(&"é".repeat(256), 10), 1 << 20).is_ok());
-        assert!(check_record(&rec(&"é".repeat(257), 10), 1 << 20).unwrap_err().contains("257 characters"));
+        assert!(
+            check_record(&rec(&"é".repeat(257), 10), 1 << 20)
+                .unwrap_err()
+                .contains("257 characters")
+        );
         assert!(check_record(&rec("k", (1 << 20) - 1), 1 << 20).is_ok());
-        assert!(check_record(&rec("k", 1 << 20), 1 << 20).unwrap_err().contains("exceeds"));
+        assert!(
+            check_record(&rec("k", 1 << 20), 1 << 20)
+                .unwrap_err()
+                .contains("exceeds")
+        );
         let mut r = rec("k", 1);
         r.explicit_hash_key = Some(u128::MAX.to_string());
         assert!(check_record(&r, 1 << 20).is_ok());

@@ -31,14 +31,22 @@ pub enum PutOutcome {
 
 /// The PutRecords call, behind a trait so the retry logic can be tested with injected failures.
 pub trait Transport: Send + Sync {
-    fn put_records(&self, stream: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> impl Future<Output = PutOutcome> + Send;
+    fn put_records(
+        &self,
+        stream: &StreamRef,
+        entries: Vec<PutRecordsRequestEntry>,
+    ) -> impl Future<Output = PutOutcome> + Send;
 }
 
 /// PutRecords against a real (or local) Kinesis.
 pub struct KinesisTransport(pub Client);
 
 impl Transport for KinesisTransport {
-    async fn put_records(&self, stream: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+    async fn put_records(
+        &self,
+        stream: &StreamRef,
+        entries: Vec<PutRecordsRequestEntry>,
+    ) -> PutOutcome {
         let n = entries.len();
         let call = self
             .0
@@ -52,11 +60,15 @@ impl Transport for KinesisTransport {
                     .records()
                     .iter()
                     .map(|r| {
-                        r.error_code().map(|code| format!("{code}: {}", r.error_message().unwrap_or("")))
+                        r.error_code()
+                            .map(|code| format!("{code}: {}", r.error_message().unwrap_or("")))
                     })
                     .collect();
                 if results.len() != n {
-                    return PutOutcome::Transient(format!("PutRecords answered {} results for {n} entries", results.len()));
+                    return PutOutcome::Transient(format!(
+                        "PutRecords answered {} results for {n} entries",
+                        results.len()
+                    ));
                 }
                 PutOutcome::Answered(results)
             }
@@ -68,7 +80,9 @@ impl Transport for KinesisTransport {
 
 /// A record an output can never accept.
 #[derive(Debug, thiserror::Error)]
-#[error("output {output} (stream {stream}) cannot accept the record routed from batch index {source_index}: {reason}")]
+#[error(
+    "output {output} (stream {stream}) cannot accept the record routed from batch index {source_index}: {reason}"
+)]
 pub struct DeliverError {
     pub output: String,
     pub stream: String,
@@ -95,20 +109,39 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
 }
 
 impl<T: Transport> OutputWriter<T> {
-    pub fn new(name: String, stream: StreamRef, transport: T, max_record_bytes: usize, max_request_bytes: usize) -> Self {
-        OutputWriter { name, stream, transport, max_record_bytes, max_request_bytes, stats: WriterStats::default() }
+    pub fn new(
+        name: String,
+        stream: StreamRef,
+        transport: T,
+        max_record_bytes: usize,
+        max_request_bytes: usize,
+    ) -> Self {
+        OutputWriter {
+            name,
+            stream,
+            transport,
+            max_record_bytes,
+            max_request_bytes,
+            stats: WriterStats::default(),
+        }
     }
 
     /// Checks every record against the output's limits before anything is written.
     pub fn check(&self, records: &[OutRecord]) -> Result<(), DeliverError> {
         for record in records {
-            check_record(record, self.max_record_bytes).map_err(|reason| self.error(record.source_index, reason))?;
+            check_record(record, self.max_record_bytes)
+                .map_err(|reason| self.error(record.source_index, reason))?;
         }
         Ok(())
     }
 
     fn error(&self, source_index: u32, reason: String) -> DeliverError {
-        DeliverError { output: self.name.clone(), stream: self.stream.to_string(), source_index, reason }
+        DeliverError {
+            output: self.name.clone(),
+            stream: self.stream.to_string(),
+            source_index,
+            reason,
+        }
     }
 
     /// Writes `records` in order; returns when all are acknowledged.
@@ -118,8 +151,12 @@ impl<T: Transport> OutputWriter<T> {
         let mut backoff = Backoff::kinesis();
         while !pending.is_empty() {
             let n = next_request_len(&pending, self.max_request_bytes);
-            debug_assert!(n >= 1 && n <= MAX_ENTRIES_PER_REQUEST);
-            let entries = pending.iter().take(n).map(to_entry).collect::<Result<Vec<_>, _>>();
+            debug_assert!((1..=MAX_ENTRIES_PER_REQUEST).contains(&n));
+            let entries = pending
+                .iter()
+                .take(n)
+                .map(to_entry)
+                .collect::<Result<Vec<_>, _>>();
             let entries = entries.map_err(|e| self.error(pending[0].source_index, e))?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             match self.transport.put_records(&self.stream, entries).await {
@@ -133,12 +170,16 @@ impl<T: Transport> OutputWriter<T> {
                         }
                     }
                     let written = n - failed.len();
-                    self.stats.records_written.fetch_add(written as u64, Ordering::Relaxed);
+                    self.stats
+                        .records_written
+                        .fetch_add(written as u64, Ordering::Relaxed);
                     if failed.is_empty() {
                         backoff.reset();
                         continue;
                     }
-                    self.stats.entries_retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .entries_retried
+                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
                     tracing::debug!(output = %self.name, failed = failed.len(), of = n, error = ?first_error, "PutRecords entries failed; retrying them");
                     for record in failed.into_iter().rev() {
                         pending.push_front(record);
@@ -161,7 +202,10 @@ impl<T: Transport> OutputWriter<T> {
                     backoff.wait().await;
                 }
                 PutOutcome::Rejected(error) => {
-                    return Err(self.error(pending[0].source_index, format!("PutRecords of {n} records rejected: {error}")));
+                    return Err(self.error(
+                        pending[0].source_index,
+                        format!("PutRecords of {n} records rejected: {error}"),
+                    ));
                 }
             }
         }
@@ -193,7 +237,11 @@ mod tests {
     }
 
     impl Transport for Flaky {
-        async fn put_records(&self, _: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+        async fn put_records(
+            &self,
+            _: &StreamRef,
+            entries: Vec<PutRecordsRequestEntry>,
+        ) -> PutOutcome {
             assert!(entries.len() <= MAX_ENTRIES_PER_REQUEST);
             let mut rng = self.rng.lock().unwrap();
             if rng.f64() < self.call_failure {
@@ -207,7 +255,8 @@ mod tests {
                         if rng.f64() < self.entry_failure {
                             Some("ProvisionedThroughputExceededException: slow down".into())
                         } else {
-                            written.push((e.partition_key().to_string(), e.data().as_ref().to_vec()));
+                            let key = e.partition_key().unwrap_or_default().to_string();
+                            written.push((key, e.data().as_ref().to_vec()));
                             None
                         }
                     })
@@ -224,7 +273,8 @@ mod tests {
             written: Mutex::new(Vec::new()),
             rng: Mutex::new(fastrand::Rng::with_seed(7)),
         };
-        let writer = OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20);
+        let writer =
+            OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20);
         let records: Vec<OutRecord> = (0..3000u32)
             .map(|i| OutRecord {
                 data: i.to_be_bytes().to_vec(),
@@ -248,10 +298,25 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversize_record_is_refused_before_anything_is_written() {
-        let flaky = Flaky { entry_failure: 0.0, call_failure: 0.0, written: Mutex::new(Vec::new()), rng: Mutex::new(fastrand::Rng::new()) };
+        let flaky = Flaky {
+            entry_failure: 0.0,
+            call_failure: 0.0,
+            written: Mutex::new(Vec::new()),
+            rng: Mutex::new(fastrand::Rng::new()),
+        };
         let writer = OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1024, 5 << 20);
-        let ok = OutRecord { data: vec![1; 10], partition_key: "a".into(), explicit_hash_key: None, source_index: 0 };
-        let big = OutRecord { data: vec![1; 2000], partition_key: "b".into(), explicit_hash_key: None, source_index: 1 };
+        let ok = OutRecord {
+            data: vec![1; 10],
+            partition_key: "a".into(),
+            explicit_hash_key: None,
+            source_index: 0,
+        };
+        let big = OutRecord {
+            data: vec![1; 2000],
+            partition_key: "b".into(),
+            explicit_hash_key: None,
+            source_index: 1,
+        };
         let err = writer.deliver(vec![ok, big]).await.unwrap_err();
         assert_eq!(err.source_index, 1);
         assert!(err.to_string().contains("exceeds"), "{err}");

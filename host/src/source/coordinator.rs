@@ -64,7 +64,8 @@ impl SourceRunner {
         let mut read_here: HashSet<String> = HashSet::new();
         let mut running: HashSet<String> = HashSet::new();
         let mut tasks: JoinSet<(String, ShardEnd)> = JoinSet::new();
-        let mut discover = tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
+        let mut discover =
+            tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
         let mut backoff = Backoff::kinesis();
         loop {
             if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
@@ -129,7 +130,10 @@ impl SourceRunner {
                 if done.contains(&shard.id) || running.contains(&shard.id) {
                     continue;
                 }
-                let parents_done = shard.parents.iter().all(|p| !shards.contains_key(p) || done.contains(p));
+                let parents_done = shard
+                    .parents
+                    .iter()
+                    .all(|p| !shards.contains_key(p) || done.contains(p));
                 if !parents_done {
                     continue;
                 }
@@ -183,7 +187,12 @@ impl SourceRunner {
         }
         let configured = match self.config.start_position {
             StartPosition::TrimHorizon => StartAt::TrimHorizon,
-            StartPosition::AtTimestamp => match self.config.start_timestamp.as_deref().map(validate_timestamp) {
+            StartPosition::AtTimestamp => match self
+                .config
+                .start_timestamp
+                .as_deref()
+                .map(validate_timestamp)
+            {
                 Some(Ok(ts)) => StartAt::AtTimestamp(ts),
                 _ => StartAt::TrimHorizon,
             },
@@ -227,27 +236,43 @@ impl SourceRunner {
         let mut skip_until: Vec<Option<String>> = self
             .pipelines
             .iter()
-            .map(|p| self.checkpoints.get(&p.name, &stream, &shard_id).and_then(|c| c.sequence))
+            .map(|p| {
+                self.checkpoints
+                    .get(&p.name, &stream, &shard_id)
+                    .and_then(|c| c.sequence)
+            })
             .collect();
         let finished_before: Vec<bool> = self
             .pipelines
             .iter()
-            .map(|p| self.checkpoints.get(&p.name, &stream, &shard_id).is_some_and(|c| c.finished))
+            .map(|p| {
+                self.checkpoints
+                    .get(&p.name, &stream, &shard_id)
+                    .is_some_and(|c| c.finished)
+            })
             .collect();
         let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
         let end = loop {
             if self.shutdown.is_requested() {
                 break ShardEnd::Stopped;
             }
-            let Some(read) = rx.recv().await else { break ShardEnd::Stopped };
-            let batch = Arc::new(ShardBatch { source: self.name.clone(), shard_id: shard_arc.clone(), records: Arc::new(read.records) });
+            let Some(read) = rx.recv().await else {
+                break ShardEnd::Stopped;
+            };
+            let batch = Arc::new(ShardBatch {
+                source: self.name.clone(),
+                shard_id: shard_arc.clone(),
+                records: Arc::new(read.records),
+            });
             let mut work = JoinSet::new();
             for (i, pipeline) in self.pipelines.iter().enumerate() {
                 if pipeline.is_halted() || finished_before[i] {
                     continue;
                 }
                 let start = match &skip_until[i] {
-                    Some(seq) => batch.records.partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
+                    Some(seq) => batch
+                        .records
+                        .partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
                     None => 0,
                 };
                 if start >= batch.records.len() {
@@ -261,13 +286,20 @@ impl SourceRunner {
                 match joined {
                     Ok((i, Ok(()))) => {
                         if let Some(last) = batch.records.last() {
-                            self.checkpoints.advance(&self.pipelines[i].name, &stream, &shard_id, &last.sequence_number);
+                            self.checkpoints.advance(
+                                &self.pipelines[i].name,
+                                &stream,
+                                &shard_id,
+                                &last.sequence_number,
+                            );
                         }
                     }
                     Ok((_, Err(halt))) => {
                         tracing::error!(source = %self.name, shard = %shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
                     }
-                    Err(e) => tracing::error!(source = %self.name, shard = %shard_id, error = %e, "pipeline task failed"),
+                    Err(e) => {
+                        tracing::error!(source = %self.name, shard = %shard_id, error = %e, "pipeline task failed")
+                    }
                 }
             }
             if read.end {

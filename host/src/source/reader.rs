@@ -48,7 +48,14 @@ pub struct ShardReader {
 }
 
 impl ShardReader {
-    pub fn new(client: Client, stream: StreamRef, shard_id: String, start: StartAt, limit: i32, poll_interval: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        stream: StreamRef,
+        shard_id: String,
+        start: StartAt,
+        limit: i32,
+        poll_interval: Duration,
+    ) -> Self {
         ShardReader {
             client,
             stream,
@@ -75,7 +82,9 @@ impl ShardReader {
                     }
                 }
             }
-            let Some(iterator) = self.iterator.clone() else { continue };
+            let Some(iterator) = self.iterator.clone() else {
+                continue;
+            };
             self.next_call = Instant::now() + MIN_CALL_GAP;
             let result = self
                 .client
@@ -88,7 +97,8 @@ impl ShardReader {
             match result {
                 Ok(out) => {
                     self.backoff.reset();
-                    let records: Vec<SourceRecord> = out.records.into_iter().map(to_source_record).collect();
+                    let records: Vec<SourceRecord> =
+                        out.records.into_iter().map(to_source_record).collect();
                     if let Some(last) = records.last() {
                         self.position = StartAt::AfterSequence(last.sequence_number.clone());
                     }
@@ -98,10 +108,16 @@ impl ShardReader {
                     if caught_up && !end {
                         self.next_call = Instant::now() + self.poll_interval.max(MIN_CALL_GAP);
                     }
-                    return ReadBatch { records, millis_behind: out.millis_behind_latest, end };
+                    return ReadBatch {
+                        records,
+                        millis_behind: out.millis_behind_latest,
+                        end,
+                    };
                 }
                 Err(err) => {
-                    let code = err.as_service_error().and_then(|e| aws_sdk_kinesis::error::ProvideErrorMetadata::code(e));
+                    let code = err
+                        .as_service_error()
+                        .and_then(|e| aws_sdk_kinesis::error::ProvideErrorMetadata::code(e));
                     if code == Some("ExpiredIteratorException") {
                         tracing::debug!(shard = %self.shard_id, "shard iterator expired; getting a new one");
                         self.iterator = None;
@@ -138,17 +154,28 @@ impl ShardReader {
         let call = match &self.position {
             StartAt::TrimHorizon => call.shard_iterator_type(ShardIteratorType::TrimHorizon),
             StartAt::Latest => call.shard_iterator_type(ShardIteratorType::Latest),
-            StartAt::AtTimestamp(ts) => call.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(*ts),
-            StartAt::AfterSequence(seq) => call.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+            StartAt::AtTimestamp(ts) => call
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(*ts),
+            StartAt::AfterSequence(seq) => call
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
         };
-        let out = call.send().await.map_err(|e| format!("GetShardIterator: {}", describe(&e)))?;
-        out.shard_iterator.ok_or_else(|| "GetShardIterator returned no iterator".to_string())
+        let out = call
+            .send()
+            .await
+            .map_err(|e| format!("GetShardIterator: {}", describe(&e)))?;
+        out.shard_iterator
+            .ok_or_else(|| "GetShardIterator returned no iterator".to_string())
     }
 }
 
 fn to_source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
     SourceRecord {
-        arrival_ms: r.approximate_arrival_timestamp.and_then(|t| t.to_millis().ok()).unwrap_or(0),
+        arrival_ms: r
+            .approximate_arrival_timestamp
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or(0),
         data: r.data.into_inner(),
         partition_key: r.partition_key.unwrap_or_default(),
         explicit_hash_key: None,

@@ -22,17 +22,29 @@ pub async fn list_shards(client: &Client, stream: &StreamRef) -> Result<Vec<Shar
         call = match &next_token {
             // With a token, the stream must not be named again.
             Some(token) => call.next_token(token),
-            None => call.set_stream_name(stream.name().map(str::to_string)).set_stream_arn(stream.arn().map(str::to_string)),
+            None => call
+                .set_stream_name(stream.name().map(str::to_string))
+                .set_stream_arn(stream.arn().map(str::to_string)),
         };
-        let out = call.send().await.map_err(|e| format!("ListShards on {stream}: {}", describe(&e)))?;
+        let out = call
+            .send()
+            .await
+            .map_err(|e| format!("ListShards on {stream}: {}", describe(&e)))?;
         for shard in out.shards() {
             let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                 .into_iter()
                 .flatten()
                 .map(str::to_string)
                 .collect();
-            let closed = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some();
-            shards.push(ShardInfo { id: shard.shard_id().to_string(), parents, closed });
+            let closed = shard
+                .sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_some();
+            shards.push(ShardInfo {
+                id: shard.shard_id().to_string(),
+                parents,
+                closed,
+            });
         }
         match out.next_token() {
             Some(token) if !token.is_empty() => next_token = Some(token.to_string()),

@@ -11,7 +11,9 @@ pub struct Replicate {
 
 impl Plugin for Replicate {
     fn init(init: Init) -> Result<Self, String> {
-        Ok(Replicate { outputs: init.outputs.len() as u32 })
+        Ok(Replicate {
+            outputs: init.outputs.len() as u32,
+        })
     }
 
     fn route(&mut self, batch: &Batch, out: &mut Decisions) -> Result<(), String> {

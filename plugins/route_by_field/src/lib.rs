@@ -33,7 +33,8 @@ pub struct RouteByField {
 impl RouteByField {
     /// Parses `plugin_config` (JSON) and checks every named output exists.
     pub fn new(config: &str, outputs: &[String]) -> Result<Self, String> {
-        let config: Config = serde_json::from_str(config).map_err(|e| format!("plugin_config: {e}"))?;
+        let config: Config =
+            serde_json::from_str(config).map_err(|e| format!("plugin_config: {e}"))?;
         let index = |name: &str, key: &str| {
             outputs
                 .iter()
@@ -49,7 +50,11 @@ impl RouteByField {
             Some(name) => Some(index(name, "default")?),
             None => None,
         };
-        Ok(RouteByField { field: config.field, routes, default })
+        Ok(RouteByField {
+            field: config.field,
+            routes,
+            default,
+        })
     }
 
     /// The output index for one record's data, or `None` to drop it.
@@ -110,7 +115,11 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
                 Ok(Scalar(Some(Cow::Owned(v.to_owned()))))
             }
             fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Scalar(Some(Cow::Borrowed(if v { "true" } else { "false" }))))
+                Ok(Scalar(Some(Cow::Borrowed(if v {
+                    "true"
+                } else {
+                    "false"
+                }))))
             }
             fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
                 Ok(Scalar(Some(Cow::Owned(v.to_string()))))
@@ -128,7 +137,10 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Scalar(None))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Scalar(None))
             }
@@ -173,7 +185,10 @@ mod tests {
     fn routes_by_the_field_value() {
         let t = table();
         assert_eq!(t.decide(br#"{"x":{"tenant":"b"},"tenant":"a"}"#), Some(0));
-        assert_eq!(t.decide(br#"{"tenant":"b","n":[1,2,{"tenant":"a"}]}"#), Some(1));
+        assert_eq!(
+            t.decide(br#"{"tenant":"b","n":[1,2,{"tenant":"a"}]}"#),
+            Some(1)
+        );
         assert_eq!(t.decide(br#"{"tenant":7}"#), Some(1));
         assert_eq!(t.decide(br#"{"tenant":"\u0061"}"#), Some(0));
     }
@@ -191,7 +206,8 @@ mod tests {
     #[test]
     fn without_default_unmatched_records_are_dropped() {
         let outputs = ["out-a".to_string()];
-        let t = RouteByField::new(r#"{"field":"tenant","routes":{"a":"out-a"}}"#, &outputs).unwrap();
+        let t =
+            RouteByField::new(r#"{"field":"tenant","routes":{"a":"out-a"}}"#, &outputs).unwrap();
         assert_eq!(t.decide(br#"{"tenant":"a"}"#), Some(0));
         assert_eq!(t.decide(br#"{"tenant":"b"}"#), None);
         assert_eq!(t.decide(b"{"), None);
@@ -200,9 +216,13 @@ mod tests {
     #[test]
     fn init_rejects_outputs_outside_the_pipeline() {
         let outputs = ["out-a".to_string()];
-        let err = RouteByField::new(r#"{"field":"t","routes":{"a":"nope"}}"#, &outputs).err().unwrap();
+        let err = RouteByField::new(r#"{"field":"t","routes":{"a":"nope"}}"#, &outputs)
+            .err()
+            .unwrap();
         assert!(err.contains("routes.a") && err.contains("nope"), "{err}");
-        let err = RouteByField::new(r#"{"field":"t","default":"nope"}"#, &outputs).err().unwrap();
+        let err = RouteByField::new(r#"{"field":"t","default":"nope"}"#, &outputs)
+            .err()
+            .unwrap();
         assert!(err.contains("default"), "{err}");
         assert!(RouteByField::new(r#"{"routes":{}}"#, &outputs).is_err());
     }

@@ -15,7 +15,10 @@ fn span(ends: &[u32], i: usize) -> (usize, usize) {
 
 fn check(name: &str, ends: &[u32], len: usize, buffer: usize) -> Result<(), String> {
     if ends.len() != len {
-        return Err(format!("batch column {name} has {} ends for {len} records", ends.len()));
+        return Err(format!(
+            "batch column {name} has {} ends for {len} records",
+            ends.len()
+        ));
     }
     let mut previous = 0u32;
     for &end in ends {
@@ -32,16 +35,43 @@ impl Batch {
     pub(crate) fn new(raw: WitBatch) -> Result<Self, String> {
         let n = raw.data_ends.len();
         check("data", &raw.data_ends, n, raw.data.len())?;
-        check("partition-keys", &raw.partition_key_ends, n, raw.partition_keys.len())?;
-        check("explicit-hash-keys", &raw.explicit_hash_key_ends, n, raw.explicit_hash_keys.len())?;
-        check("sequence-numbers", &raw.sequence_number_ends, n, raw.sequence_numbers.len())?;
+        check(
+            "partition-keys",
+            &raw.partition_key_ends,
+            n,
+            raw.partition_keys.len(),
+        )?;
+        check(
+            "explicit-hash-keys",
+            &raw.explicit_hash_key_ends,
+            n,
+            raw.explicit_hash_keys.len(),
+        )?;
+        check(
+            "sequence-numbers",
+            &raw.sequence_number_ends,
+            n,
+            raw.sequence_numbers.len(),
+        )?;
         if raw.sub_sequence_numbers.len() != n || raw.arrival_times.len() != n {
             return Err("batch columns differ in length".into());
         }
         for (name, text, ends) in [
-            ("partition-keys", &raw.partition_keys, &raw.partition_key_ends),
-            ("explicit-hash-keys", &raw.explicit_hash_keys, &raw.explicit_hash_key_ends),
-            ("sequence-numbers", &raw.sequence_numbers, &raw.sequence_number_ends),
+            (
+                "partition-keys",
+                &raw.partition_keys,
+                &raw.partition_key_ends,
+            ),
+            (
+                "explicit-hash-keys",
+                &raw.explicit_hash_keys,
+                &raw.explicit_hash_key_ends,
+            ),
+            (
+                "sequence-numbers",
+                &raw.sequence_numbers,
+                &raw.sequence_number_ends,
+            ),
         ] {
             if ends.iter().any(|&e| !text.is_char_boundary(e as usize)) {
                 return Err(format!("batch column {name} splits a UTF-8 character"));

@@ -1,7 +1,9 @@
 //! Builds the packed answer of the WIT contract: parallel record/output index
 //! columns, plus rewrites only for deliveries that change the record.
 
-use crate::bindings::distributary::plugin::types::{Decisions as WitDecisions, Rewrite as WitRewrite};
+use crate::bindings::distributary::plugin::types::{
+    Decisions as WitDecisions, Rewrite as WitRewrite,
+};
 
 /// A change to a delivered record; `None` keeps the original field.
 #[derive(Debug, Default, Clone)]
@@ -56,6 +58,10 @@ impl Decisions {
     }
 
     pub(crate) fn into_wit(self) -> WitDecisions {
-        WitDecisions { records: self.records, outputs: self.outputs, rewrites: self.rewrites }
+        WitDecisions {
+            records: self.records,
+            outputs: self.outputs,
+            rewrites: self.rewrites,
+        }
     }
 }

@@ -48,7 +48,10 @@ pub struct Init {
 impl Init {
     /// The index of the output called `name`, if the pipeline has one.
     pub fn output_index(&self, name: &str) -> Option<u32> {
-        self.outputs.iter().position(|o| o == name).map(|i| i as u32)
+        self.outputs
+            .iter()
+            .position(|o| o == name)
+            .map(|i| i as u32)
     }
 }
 
@@ -72,9 +75,15 @@ pub mod __private {
 
     /// Holds the one plugin value of this instance between calls.
     pub struct Slot<P>(RefCell<Option<P>>);
-    // SAFETY-free: a component instance is single-threaded; the slot is only
-    // reachable from the exported functions of this instance.
+    // SAFETY: a component instance runs on one thread at a time (wasm32 has
+    // no shared-memory threads here), and the slot is reachable only from
+    // this instance's exported functions, which the host never re-enters.
     unsafe impl<P> Sync for Slot<P> {}
+    impl<P: Plugin> Default for Slot<P> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
     impl<P: Plugin> Slot<P> {
         pub const fn new() -> Self {
             Slot(RefCell::new(None))

@@ -11,14 +11,18 @@ use distributary_e2e::{client_for, create_stream, numbered_records, put_all, rea
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [endpoint, command, rest @ ..] = args.as_slice() else {
-        bail!("usage: kinesis-tool ENDPOINT (create STREAM SHARDS | put STREAM COUNT | count STREAM)");
+        bail!(
+            "usage: kinesis-tool ENDPOINT (create STREAM SHARDS | put STREAM COUNT | count STREAM)"
+        );
     };
     if !endpoint.starts_with("http://127.0.0.1:") {
         bail!("kinesis-tool only talks to a local endpoint (http://127.0.0.1:PORT)");
     }
     let client = client_for(endpoint).await;
     match (command.as_str(), rest) {
-        ("create", [stream, shards]) => create_stream(&client, stream, shards.parse().context("SHARDS")?).await,
+        ("create", [stream, shards]) => {
+            create_stream(&client, stream, shards.parse().context("SHARDS")?).await
+        }
         ("put", [stream, count]) => {
             let records = numbered_records(count.parse().context("COUNT")?, 16, "");
             put_all(&client, stream, &records).await
