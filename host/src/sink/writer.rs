@@ -105,6 +105,7 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
     transport: T,
     max_record_bytes: usize,
     max_request_bytes: usize,
+    backoff: Backoff,
     pub stats: WriterStats,
 }
 
@@ -122,8 +123,15 @@ impl<T: Transport> OutputWriter<T> {
             transport,
             max_record_bytes,
             max_request_bytes,
+            backoff: Backoff::kinesis(),
             stats: WriterStats::default(),
         }
+    }
+
+    /// Replaces the retry backoff (default: `Backoff::kinesis()`).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     /// Checks every record against the output's limits before anything is written.
@@ -148,7 +156,7 @@ impl<T: Transport> OutputWriter<T> {
     pub async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
         self.check(&records)?;
         let mut pending: VecDeque<OutRecord> = records.into();
-        let mut backoff = Backoff::kinesis();
+        let mut backoff = self.backoff.clone();
         while !pending.is_empty() {
             let n = next_request_len(&pending, self.max_request_bytes);
             debug_assert!((1..=MAX_ENTRIES_PER_REQUEST).contains(&n));
@@ -227,6 +235,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     /// Fails each entry with the given probability and whole calls now and then; keeps what it "wrote".
     struct Flaky {
@@ -265,7 +274,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn partial_failures_lose_nothing_and_keep_per_key_order() {
         let flaky = Flaky {
             entry_failure: 0.3,
@@ -274,7 +283,11 @@ mod tests {
             rng: Mutex::new(fastrand::Rng::with_seed(7)),
         };
         let writer =
-            OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20);
+            OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20)
+                .with_backoff(Backoff::new(
+                    Duration::from_millis(1),
+                    Duration::from_millis(10),
+                ));
         let records: Vec<OutRecord> = (0..3000u32)
             .map(|i| OutRecord {
                 data: i.to_be_bytes().to_vec(),
