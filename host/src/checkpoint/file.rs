@@ -153,6 +153,7 @@ mod tests {
             Position {
                 sequence: Some("42".into()),
                 finished: false,
+                latest_since_ms: None,
             },
         );
         table.insert(
@@ -160,6 +161,7 @@ mod tests {
             Position {
                 sequence: None,
                 finished: true,
+                latest_since_ms: None,
             },
         );
         store.save(&table).unwrap();

@@ -22,6 +22,11 @@ pub struct Position {
     /// The shard was read to its end and everything from it acknowledged.
     #[serde(default)]
     pub finished: bool,
+    /// When reading started at LATEST (ms since the epoch), while no record is
+    /// acknowledged yet: a restart resumes AT_TIMESTAMP from here instead of
+    /// taking LATEST again, which would skip what arrived while it was down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_since_ms: Option<i64>,
 }
 
 /// (pipeline, stream, shard id)
@@ -64,6 +69,7 @@ impl Checkpoints {
                 .or_insert(Position {
                     sequence: None,
                     finished: false,
+                    latest_since_ms: None,
                 });
             change(entry);
             self.dirty.store(true, Ordering::Release);
@@ -74,6 +80,15 @@ impl Checkpoints {
     pub fn advance(&self, pipeline: &str, stream: &str, shard: &str, sequence: &str) {
         self.update(pipeline, stream, shard, |p| {
             p.sequence = Some(sequence.to_string())
+        });
+    }
+
+    /// Records that reading this shard starts at LATEST now, unless a position exists.
+    pub fn started_at_latest(&self, pipeline: &str, stream: &str, shard: &str, now_ms: i64) {
+        self.update(pipeline, stream, shard, |p| {
+            if p.sequence.is_none() && p.latest_since_ms.is_none() {
+                p.latest_since_ms = Some(now_ms);
+            }
         });
     }
 

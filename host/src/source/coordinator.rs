@@ -164,6 +164,7 @@ impl SourceRunner {
     fn start_for(&self, shard: &ShardInfo, read_here: &HashSet<String>) -> Option<StartAt> {
         let stream = self.stream_key();
         let mut sequences = Vec::new();
+        let mut latest_since: Option<i64> = None;
         let mut unstarted = false;
         let mut needed = false;
         for pipeline in self.active_pipelines() {
@@ -171,9 +172,13 @@ impl SourceRunner {
                 Some(p) if p.finished => {}
                 Some(p) => {
                     needed = true;
-                    match p.sequence {
-                        Some(seq) => sequences.push(seq),
-                        None => unstarted = true,
+                    match (p.sequence, p.latest_since_ms) {
+                        (Some(seq), _) => sequences.push(seq),
+                        (None, Some(ms)) => {
+                            latest_since = Some(latest_since.map_or(ms, |t| t.min(ms)));
+                            unstarted = true;
+                        }
+                        (None, None) => unstarted = true,
                     }
                 }
                 None => {
@@ -203,6 +208,10 @@ impl SourceRunner {
                 } else if shard.closed && sequences.is_empty() {
                     // Nothing new will ever arrive in a closed shard.
                     return None;
+                } else if let Some(ms) = latest_since {
+                    // A previous run started here at LATEST and acknowledged nothing
+                    // yet: resume from that moment, not from a new LATEST.
+                    StartAt::AtTimestamp(aws_smithy_types::DateTime::from_millis(ms))
                 } else {
                     StartAt::Latest
                 }
@@ -220,6 +229,15 @@ impl SourceRunner {
 
     async fn run_shard(self: Arc<Self>, shard_id: String, start: StartAt) -> ShardEnd {
         let stream = self.stream_key().to_string();
+        if start == StartAt::Latest {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for pipeline in self.active_pipelines() {
+                self.checkpoints
+                    .started_at_latest(&pipeline.name, &stream, &shard_id, now_ms);
+            }
+        }
         let reader = ShardReader::new(
             self.client.clone(),
             self.stream.clone(),
