@@ -1,7 +1,7 @@
 //! A small Kinesis client for the demo script (local endpoints only):
 //!
 //!   kinesis-tool ENDPOINT create STREAM SHARDS
-//!   kinesis-tool ENDPOINT put STREAM COUNT        (JSON records over 16 partition keys)
+//!   kinesis-tool ENDPOINT put STREAM COUNT [KEYS] (JSON records over KEYS partition keys, default 16)
 //!   kinesis-tool ENDPOINT count STREAM            (records in the stream)
 
 use anyhow::{Context, Result, bail};
@@ -23,8 +23,9 @@ async fn main() -> Result<()> {
         ("create", [stream, shards]) => {
             create_stream(&client, stream, shards.parse().context("SHARDS")?).await
         }
-        ("put", [stream, count]) => {
-            let records = numbered_records(count.parse().context("COUNT")?, 16, "");
+        ("put", [stream, count, keys @ ..]) if keys.len() <= 1 => {
+            let keys = keys.first().map_or(Ok(16), |k| k.parse()).context("KEYS")?;
+            let records = numbered_records(count.parse().context("COUNT")?, keys, "");
             put_all(&client, stream, &records).await
         }
         ("count", [stream]) => {
