@@ -11,10 +11,12 @@
 //!   at a time and reports when every output acknowledged it.
 //! - [`sink`]: PutRecords batching and retries of failed entries only, keeping order.
 //! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
-//! - [`run`]: wires it all together and handles shutdown.
+//! - [`run`]: wires it all together and handles shutdown; [`server`] answers
+//!   `/healthz` and `/readyz`.
 //!
 //! Support: [`kinesis`] (clients, stream references, error classes),
-//! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes).
+//! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes),
+//! [`shutdown`] (the shared stop signal).
 
 pub mod backoff;
 pub mod checkpoint;
@@ -25,6 +27,7 @@ pub mod plugin;
 pub mod record;
 pub mod router;
 pub mod run;
+pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

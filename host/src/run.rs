@@ -13,6 +13,7 @@ use crate::kinesis::{ClientSettings, StreamRef, client, describe};
 use crate::pipeline::Pipeline;
 use crate::plugin::Plugin;
 use crate::router::Router;
+use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
 use crate::sink::{KinesisTransport, OutputWriter};
 use crate::source::SourceRunner;
@@ -72,6 +73,20 @@ async fn check_stream_exists(
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
     let file = config.file.display().to_string();
+    let readiness = Arc::new(Readiness::default());
+    let server = match &config.server {
+        Some(server) => {
+            let listen: std::net::SocketAddr = server
+                .listen
+                .parse()
+                .with_context(|| format!("{file}: server.listen"))?;
+            let task = serve(listen, readiness.clone())
+                .await
+                .with_context(|| format!("{file}: server.listen: cannot listen on {listen}"))?;
+            Some(task)
+        }
+        None => None,
+    };
     let plugins = {
         let config_ref = &config;
         tokio::task::block_in_place(|| load_plugins(config_ref))?
@@ -147,6 +162,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         sources = sources.len(),
         "distributary running"
     );
+    readiness.running(pipelines.clone());
     let flusher = tokio::spawn(flush_loop(
         checkpoints.clone(),
         Duration::from_millis(config.checkpoint.interval_ms),
@@ -156,19 +172,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     for source in sources {
         running.spawn(source.run());
     }
-    // Every pipeline halted: nothing left to do.
+    // Shuts down when every pipeline halted; turns /readyz off as soon as shutdown begins.
     let watcher = {
-        let (pipelines, shutdown) = (pipelines.clone(), shutdown.clone());
+        let (pipelines, shutdown, readiness) =
+            (pipelines.clone(), shutdown.clone(), readiness.clone());
         tokio::spawn(async move {
             loop {
                 if pipelines.iter().all(|p| p.is_halted()) {
                     tracing::error!("every pipeline halted; shutting down");
                     shutdown.request();
-                    return;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = shutdown.requested() => return,
+                    _ = shutdown.requested() => {
+                        readiness.stopping();
+                        return;
+                    }
                 }
             }
         })
@@ -179,6 +198,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         }
     }
     shutdown.request();
+    readiness.stopping();
     watcher.abort();
     let _ = flusher.await;
     tokio::task::block_in_place(|| checkpoints.flush()).context("writing the final checkpoint")?;
@@ -194,6 +214,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             requests_retried = s.requests_retried.load(Relaxed),
             "output totals"
         );
+    }
+    if let Some(server) = server {
+        server.abort();
     }
     let halted: Vec<String> = pipelines
         .iter()

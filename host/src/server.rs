@@ -1,0 +1,117 @@
+//! The operator's HTTP endpoints on `[server] listen` (SPEC §3): `/healthz`
+//! answers 200 while the process is up (liveness); `/readyz` answers 200 once
+//! start-up checks passed and while no pipeline is halted, else 503 with the
+//! reason (starting, halted pipelines, shutting down). Plain HTTP/1.1; bind it
+//! to loopback or a private network. `/metrics` comes with per-pipeline
+//! accounting (a later version).
+
+use crate::pipeline::Pipeline;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// What `/readyz` reports.
+#[derive(Default)]
+pub struct Readiness {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Starting,
+    Running(Vec<Arc<Pipeline>>),
+    Stopping,
+}
+
+impl Readiness {
+    pub fn running(&self, pipelines: Vec<Arc<Pipeline>>) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = State::Running(pipelines);
+        }
+    }
+
+    pub fn stopping(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = State::Stopping;
+        }
+    }
+
+    /// Ok when ready, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| "state lock poisoned".to_string())?;
+        match &*state {
+            State::Starting => Err("starting".into()),
+            State::Stopping => Err("shutting down".into()),
+            State::Running(pipelines) => {
+                let halted: Vec<&str> = pipelines
+                    .iter()
+                    .filter(|p| p.is_halted())
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if halted.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("halted pipelines: {}", halted.join(", ")))
+                }
+            }
+        }
+    }
+}
+
+/// Binds `listen` and serves until the returned task is aborted.
+pub async fn serve(
+    listen: SocketAddr,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "serving /healthz and /readyz");
+    Ok(tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    continue;
+                }
+            };
+            let readiness = readiness.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let readiness = readiness.clone();
+                        async move { Ok::<_, std::convert::Infallible>(answer(&req, &readiness)) }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn answer(req: &Request<hyper::body::Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+    let (status, body) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok\n".to_string()),
+        "/readyz" => match readiness.check() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz or /readyz\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
