@@ -10,11 +10,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_percent_failed_entries_lose_nothing_and_keep_order() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 2).await.unwrap();
-    create_stream(&client, "out-a", 2).await.unwrap();
-    create_stream(&client, "out-b", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out-a", 2), ("out-b", 1)])
+        .await
+        .unwrap();
     let records = numbered_records(1500, 40, "");
     put_all(&client, "input", &records).await.unwrap();
 

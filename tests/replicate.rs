@@ -6,9 +6,7 @@ use distributary_e2e::*;
 use std::time::Duration;
 
 async fn replicate_3000(plugin: Option<&str>) {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 4).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 4)]).await.unwrap();
     for out in ["out-a", "out-b", "out-c"] {
         create_stream(&client, out, 2).await.unwrap();
     }

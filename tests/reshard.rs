@@ -7,11 +7,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 3).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
-    create_stream(&client, "out-b", 2).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 3), ("out-a", 1), ("out-b", 2)])
+        .await
+        .unwrap();
     let records = numbered_records(2400, 48, "");
     let (first, rest) = records.split_at(800);
     let (second, third) = rest.split_at(800);
@@ -82,15 +80,9 @@ async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
     );
 
     for out in ["out-a", "out-b"] {
-        let got = wait_for_count(&client, out, records.len(), Duration::from_secs(180))
+        let got = wait_for_settled(&client, out, records.len(), Duration::from_secs(180))
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let got = if got.len() == records.len() {
-            read_all(&client, out).await.unwrap()
-        } else {
-            got
-        };
         assert_exactly_once_in_key_order(out, &records, &got);
     }
     let status = running.terminate(Duration::from_secs(30)).unwrap();

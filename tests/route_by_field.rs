@@ -6,9 +6,7 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_record_lands_only_where_its_field_says() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 2).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2)]).await.unwrap();
     for s in ["tenant-a", "tenant-b", "others"] {
         create_stream(&client, s, 1).await.unwrap();
     }

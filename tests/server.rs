@@ -25,11 +25,9 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 1).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
-    create_stream(&client, "out-small", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out-a", 1), ("out-small", 1)])
+        .await
+        .unwrap();
     let port = free_port_pair();
     let dir = TestDir::new().unwrap();
     let text = format!(

@@ -28,10 +28,9 @@ fn rfc3339(t: SystemTime) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_timestamp_skips_earlier_records() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 2).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out-a", 1)])
+        .await
+        .unwrap();
     let before = numbered_records(150, 10, "before-");
     put_all(&client, "input", &before).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -45,15 +44,9 @@ async fn at_timestamp_skips_earlier_records() {
         .replace("poll_interval_ms = 200", &format!("poll_interval_ms = 200\nstart_position = \"at_timestamp\"\nstart_timestamp = \"{start}\""));
     let config = dir.write_config("ts.toml", &text).unwrap();
     let running = Distributary::start(&config).unwrap();
-    let got = wait_for_count(&client, "out-a", after.len(), Duration::from_secs(60))
+    let got = wait_for_settled(&client, "out-a", after.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = if got.len() == after.len() {
-        read_all(&client, "out-a").await.unwrap()
-    } else {
-        got
-    };
     assert!(
         running
             .terminate(Duration::from_secs(30))
@@ -65,10 +58,9 @@ async fn at_timestamp_skips_earlier_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 2).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out-a", 1)])
+        .await
+        .unwrap();
     let backlog = numbered_records(100, 10, "old-");
     put_all(&client, "input", &backlog).await.unwrap();
 
@@ -102,15 +94,9 @@ async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
     let while_down = numbered_records(100, 10, "down-");
     put_all(&client, "input", &while_down).await.unwrap();
     let running = Distributary::start(&config).unwrap();
-    let got = wait_for_count(&client, "out-a", while_down.len(), Duration::from_secs(60))
+    let got = wait_for_settled(&client, "out-a", while_down.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = if got.len() == while_down.len() {
-        read_all(&client, "out-a").await.unwrap()
-    } else {
-        got
-    };
     assert_exactly_once_in_key_order("out-a", &while_down, &got);
 
     // While running: new records arrive; after a restart the checkpoint decides.
@@ -131,15 +117,9 @@ async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
     put_all(&client, "input", &late).await.unwrap();
     expected.extend(late.iter().cloned());
     let running = Distributary::start(&config).unwrap();
-    let got = wait_for_count(&client, "out-a", expected.len(), Duration::from_secs(60))
+    let got = wait_for_settled(&client, "out-a", expected.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = if got.len() == expected.len() {
-        read_all(&client, "out-a").await.unwrap()
-    } else {
-        got
-    };
     assert!(
         running
             .terminate(Duration::from_secs(30))

@@ -18,10 +18,9 @@ fn records_with_one_oversize() -> (Vec<Rec>, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halt_stops_before_the_record_and_a_fixed_restart_delivers_it() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 1).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out-a", 1)])
+        .await
+        .unwrap();
     let (records, big) = records_with_one_oversize();
     put_all(&client, "input", &records).await.unwrap();
 
@@ -70,11 +69,9 @@ async fn halt_stops_before_the_record_and_a_fixed_restart_delivers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_envelopes_the_record_and_delivers_the_rest() {
-    let kinesis = LocalKinesis::start().unwrap();
-    let client = kinesis.client().await;
-    create_stream(&client, "input", 1).await.unwrap();
-    create_stream(&client, "out-a", 1).await.unwrap();
-    create_stream(&client, "dlq", 1).await.unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out-a", 1), ("dlq", 1)])
+        .await
+        .unwrap();
     let (records, big) = records_with_one_oversize();
     put_all(&client, "input", &records).await.unwrap();
 

@@ -292,6 +292,32 @@ pub async fn wait_for_count(
     }
 }
 
+/// Waits until `stream` holds `n` records, then gives a late duplicate a
+/// second to show up and reads the stream again: for exactly-once checks.
+pub async fn wait_for_settled(
+    client: &Client,
+    stream: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<ReadRec>> {
+    let got = wait_for_count(client, stream, n, timeout).await?;
+    if got.len() > n {
+        return Ok(got);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    read_all(client, stream).await
+}
+
+/// A private kinesis-local with the given streams (name, shard count) created.
+pub async fn kinesis_with_streams(streams: &[(&str, i32)]) -> Result<(LocalKinesis, Client)> {
+    let kinesis = LocalKinesis::start()?;
+    let client = kinesis.client().await;
+    for (name, shards) in streams {
+        create_stream(&client, name, *shards).await?;
+    }
+    Ok((kinesis, client))
+}
+
 /// `count` records over `keys` partition keys; the data names the record's key and its index in that key.
 pub fn numbered_records(count: usize, keys: usize, prefix: &str) -> Vec<Rec> {
     let mut next: BTreeMap<usize, usize> = BTreeMap::new();

@@ -250,25 +250,18 @@ impl SourceRunner {
         let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
         let shutdown = self.shutdown.clone();
         let read_ahead = tokio::spawn(read_loop(reader, tx, shutdown));
-        // Per pipeline: records up to this sequence number are already acknowledged.
-        let mut skip_until: Vec<Option<String>> = self
+        // Per pipeline: records up to `skip_until` are already acknowledged; a
+        // pipeline that finished this shard before ignores its batches.
+        let (mut skip_until, finished_before): (Vec<Option<String>>, Vec<bool>) = self
             .pipelines
             .iter()
-            .map(|p| {
-                self.checkpoints
-                    .get(&p.name, &stream, &shard_id)
-                    .and_then(|c| c.sequence)
-            })
-            .collect();
-        let finished_before: Vec<bool> = self
-            .pipelines
-            .iter()
-            .map(|p| {
-                self.checkpoints
-                    .get(&p.name, &stream, &shard_id)
-                    .is_some_and(|c| c.finished)
-            })
-            .collect();
+            .map(
+                |p| match self.checkpoints.get(&p.name, &stream, &shard_id) {
+                    Some(c) => (c.sequence, c.finished),
+                    None => (None, false),
+                },
+            )
+            .unzip();
         let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
         let end = loop {
             if self.shutdown.is_requested() {
