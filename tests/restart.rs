@@ -108,3 +108,71 @@ async fn crash_and_restart_loses_nothing() {
     assert!(status.success());
     drop(s.kinesis);
 }
+
+/// SIGTERM while an output rejects every entry: the process keeps draining
+/// (it does not exit with the batch half written), stays nearly idle while it
+/// waits, and once writes succeed again it finishes the batch, checkpoints it,
+/// and exits 0; a restart then delivers nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_writes_without_spinning() {
+    use distributary_e2e::fault::FaultProxy;
+    use std::sync::atomic::Ordering;
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out-a", 1)])
+        .await
+        .unwrap();
+    let records = numbered_records(200, 20, "");
+    put_all(&client, "input", &records).await.unwrap();
+    let proxy = FaultProxy::start(&kinesis.endpoint, 1.0).await.unwrap();
+    let dir = TestDir::new().unwrap();
+    let text = config::simple(&kinesis.endpoint, &[("a", "out-a")], "").replace(
+        &format!(
+            "stream = \"out-a\"\nendpoint_url = \"{}\"",
+            kinesis.endpoint
+        ),
+        &format!("stream = \"out-a\"\nendpoint_url = \"{}\"", proxy.endpoint),
+    );
+    assert!(text.contains(&proxy.endpoint));
+    let config = dir.write_config("drain.toml", &text).unwrap();
+    let mut running = Distributary::start(&config).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.put_calls.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no PutRecords attempted:\n{}",
+            running.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.send_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = running.cpu_seconds().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = running.cpu_seconds().unwrap() - before;
+    assert!(
+        running.is_running(),
+        "exited with a batch in flight:\n{}",
+        running.log_text()
+    );
+    assert!(
+        used < 0.5,
+        "{used:.2} s of CPU in 2 s while waiting to drain"
+    );
+
+    proxy.set_fail_rate(0.0);
+    let status = running.wait(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "exit status {status}");
+    let got = read_all(&client, "out-a").await.unwrap();
+    assert_exactly_once_in_key_order("out-a", &records, &got);
+
+    let running = Distributary::start(&config).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        running
+            .terminate(Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+    let got = read_all(&client, "out-a").await.unwrap();
+    assert_exactly_once_in_key_order("out-a", &records, &got);
+}

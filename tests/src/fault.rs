@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct FaultProxy {
     pub endpoint: String,
+    fail_rate: Arc<AtomicU64>,
     pub injected: Arc<AtomicU64>,
     pub put_calls: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -33,22 +34,28 @@ impl Drop for FaultProxy {
 
 struct State {
     upstream: String,
-    fail_rate: f64,
+    fail_rate: Arc<AtomicU64>,
     client: Client<HttpConnector, Full<Bytes>>,
     injected: Arc<AtomicU64>,
     put_calls: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
+    /// Changes the share of PutRecords entries failed from now on (0.0 to 1.0).
+    pub fn set_fail_rate(&self, rate: f64) {
+        self.fail_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
     /// Starts a proxy in front of `upstream` (an http://127.0.0.1:port endpoint).
     pub async fn start(upstream: &str, fail_rate: f64) -> Result<FaultProxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let injected = Arc::new(AtomicU64::new(0));
         let put_calls = Arc::new(AtomicU64::new(0));
+        let fail_rate = Arc::new(AtomicU64::new(fail_rate.to_bits()));
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_string(),
-            fail_rate,
+            fail_rate: fail_rate.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             injected: injected.clone(),
             put_calls: put_calls.clone(),
@@ -72,6 +79,7 @@ impl FaultProxy {
         });
         Ok(FaultProxy {
             endpoint,
+            fail_rate,
             injected,
             put_calls,
             task,
@@ -149,10 +157,8 @@ async fn put_records_with_faults(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let fail: Vec<bool> = entries
-        .iter()
-        .map(|_| fastrand::f64() < state.fail_rate)
-        .collect();
+    let rate = f64::from_bits(state.fail_rate.load(Ordering::Relaxed));
+    let fail: Vec<bool> = entries.iter().map(|_| fastrand::f64() < rate).collect();
     let survivors: Vec<Value> = entries
         .iter()
         .zip(&fail)

@@ -444,6 +444,38 @@ impl Distributary {
         self.wait(timeout)
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn send_term(&self) {
+        signal(self.child.id(), "TERM");
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// CPU time (user + system) the process has used so far, from /proc.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        let hz = Command::new("getconf").arg("CLK_TCK").output()?;
+        let hz: f64 = String::from_utf8_lossy(&hz.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(100.0);
+        Ok(ticks / hz)
+    }
+
     /// SIGKILL: a crash.
     pub fn kill(mut self) -> Result<()> {
         self.child.kill()?;

@@ -67,6 +67,9 @@ impl SourceRunner {
         let mut discover =
             tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
         let mut backoff = Backoff::kinesis();
+        // Set once shutdown is seen, so that branch does not fire again (it
+        // would resolve at once on every turn and spin while tasks drain).
+        let mut draining = false;
         loop {
             if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
                 self.start_ready_shards(&shards, &mut done, &read_here, &mut running, &mut tasks);
@@ -108,8 +111,9 @@ impl SourceRunner {
                         }
                     }
                 }
-                _ = self.shutdown.requested(), if !tasks.is_empty() => {
-                    // Loop again: no new shards start; wait for running ones to stop.
+                _ = self.shutdown.requested(), if !draining && !tasks.is_empty() => {
+                    // No new shards start from now on; running ones finish their batch and stop.
+                    draining = true;
                 }
             }
         }
