@@ -157,6 +157,8 @@ impl<T: Transport> OutputWriter<T> {
         self.check(&records)?;
         let mut pending: VecDeque<OutRecord> = records.into();
         let mut backoff = self.backoff.clone();
+        // Consecutive answered requests with failed entries: logged loudly every 10.
+        let mut failing_rounds = 0u32;
         while !pending.is_empty() {
             let n = next_request_len(&pending, self.max_request_bytes);
             debug_assert!((1..=MAX_ENTRIES_PER_REQUEST).contains(&n));
@@ -183,7 +185,12 @@ impl<T: Transport> OutputWriter<T> {
                         .fetch_add(written as u64, Ordering::Relaxed);
                     if failed.is_empty() {
                         backoff.reset();
+                        failing_rounds = 0;
                         continue;
+                    }
+                    failing_rounds += 1;
+                    if failing_rounds % 10 == 0 {
+                        tracing::warn!(output = %self.name, rounds = failing_rounds, failed = failed.len(), error = ?first_error, "PutRecords entries keep failing; still retrying");
                     }
                     self.stats
                         .entries_retried
