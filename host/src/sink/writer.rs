@@ -189,7 +189,7 @@ impl<T: Transport> OutputWriter<T> {
                         continue;
                     }
                     failing_rounds += 1;
-                    if failing_rounds % 10 == 0 {
+                    if failing_rounds.is_multiple_of(10) {
                         tracing::warn!(output = %self.name, rounds = failing_rounds, failed = failed.len(), error = ?first_error, "PutRecords entries keep failing; still retrying");
                     }
                     self.stats
