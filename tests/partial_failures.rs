@@ -39,8 +39,7 @@ async fn thirty_percent_failed_entries_lose_nothing_and_keep_order() {
         injected > 300,
         "the proxy injected only {injected} failures"
     );
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success());
+    running.stop_cleanly();
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
     assert!(log.contains("entries_retried"), "{log}");
 }

@@ -58,8 +58,7 @@ outputs = ["a", "b", "c"]
         assert_exactly_once_in_key_order(out, &records, &got);
         assert_source_shard_order(out, &source, &got);
     }
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success(), "exit status {status}");
+    running.stop_cleanly();
 }
 
 fn plugin_path(name: &str) -> String {

@@ -85,8 +85,7 @@ async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
             .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_exactly_once_in_key_order(out, &records, &got);
     }
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success());
+    running.stop_cleanly();
     let log = std::fs::read_to_string(config.with_extension("log")).unwrap();
     assert!(
         log.contains("shard read to its end"),

@@ -80,8 +80,7 @@ async fn graceful_restart_loses_and_duplicates_nothing() {
             .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_exactly_once_in_key_order(out, &records, &got);
     }
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success());
+    running.stop_cleanly();
     assert!(s.dir.dir.path().join("state/checkpoints.json").is_file());
     drop(s.kinesis);
 }
@@ -104,8 +103,7 @@ async fn crash_and_restart_loses_nothing() {
             .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_at_least_once_in_key_order(out, &records, &got);
     }
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success());
+    running.stop_cleanly();
     drop(s.kinesis);
 }
 
@@ -167,12 +165,7 @@ async fn shutdown_drains_in_flight_writes_without_spinning() {
 
     let running = Distributary::start(&config).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     let got = read_all(&client, "out-a").await.unwrap();
     assert_exactly_once_in_key_order("out-a", &records, &got);
 }

@@ -83,6 +83,5 @@ async fn each_record_lands_only_where_its_field_says() {
         );
         assert_exactly_once_in_key_order(stream, want, &got);
     }
-    let status = running.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success());
+    running.stop_cleanly();
 }

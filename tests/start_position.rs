@@ -47,12 +47,7 @@ async fn at_timestamp_skips_earlier_records() {
     let got = wait_for_settled(&client, "out-a", after.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     assert_exactly_once_in_key_order("out-a", &after, &got);
 }
 
@@ -83,12 +78,7 @@ async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
 
     // Written while stopped, before any record was acknowledged: must not be skipped by a new LATEST.
     let while_down = numbered_records(100, 10, "down-");
@@ -107,12 +97,7 @@ async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
     wait_for_count(&client, "out-a", expected.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     let late = numbered_records(100, 10, "late-");
     put_all(&client, "input", &late).await.unwrap();
     expected.extend(late.iter().cloned());
@@ -120,11 +105,6 @@ async fn latest_skips_the_backlog_but_not_what_arrives_while_stopped() {
     let got = wait_for_settled(&client, "out-a", expected.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     assert_exactly_once_in_key_order("out-a", &expected, &got);
 }

@@ -58,12 +58,7 @@ async fn halt_stops_before_the_record_and_a_fixed_restart_delivers_it() {
     let got = wait_for_count(&client, "out-a", records.len(), Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     assert_at_least_once_in_key_order("out-a", &records, &got);
 }
 
@@ -97,12 +92,7 @@ async fn dead_letter_envelopes_the_record_and_delivers_the_rest() {
     let letters = wait_for_count(&client, "dlq", 1, Duration::from_secs(30))
         .await
         .unwrap();
-    assert!(
-        running
-            .terminate(Duration::from_secs(30))
-            .unwrap()
-            .success()
-    );
+    running.stop_cleanly();
     assert_eq!(letters.len(), 1);
     let envelope: serde_json::Value = serde_json::from_slice(&letters[0].rec.data).unwrap();
     assert_eq!(envelope["pipeline"], "p");

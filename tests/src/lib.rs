@@ -444,6 +444,19 @@ impl Distributary {
         self.wait(timeout)
     }
 
+    /// SIGTERM, then asserts a clean exit (status 0), showing the log if not.
+    pub fn stop_cleanly(self) {
+        let log = self.log.clone();
+        let status = self
+            .terminate(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            status.success(),
+            "exit status {status}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn send_term(&self) {
         signal(self.child.id(), "TERM");
