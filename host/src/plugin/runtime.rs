@@ -210,3 +210,148 @@ fn describe_trap(error: &wasmtime::Error, timeout: Duration) -> PluginError {
         _ => PluginError::Trap(format!("{error:#}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Runs the real runtime on misbehaving plugins (`plugins/hostile`, built
+    //! by `scripts/build-plugins`): every failure must come back as an error
+    //! of the right kind, within its limit, and leave the plugin usable.
+    use super::*;
+    use std::time::Instant;
+
+    fn wasm(name: &str) -> PathBuf {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let path = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        assert!(
+            path.is_file(),
+            "{} missing: run scripts/build-plugins first",
+            path.display()
+        );
+        path
+    }
+
+    fn load(mode: &str, limits: Limits) -> Result<Plugin, PluginError> {
+        let outputs = ["a".to_string(), "b".to_string()];
+        Plugin::load(
+            "test",
+            &wasm("hostile"),
+            &format!("{mode:?}"),
+            &outputs,
+            &limits,
+        )
+    }
+
+    fn records(data: &[&str]) -> Vec<SourceRecord> {
+        data.iter()
+            .enumerate()
+            .map(|(i, d)| SourceRecord {
+                data: d.as_bytes().to_vec(),
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                sequence_number: format!("{}", 1000 + i),
+                sub_sequence_number: 0,
+                arrival_ms: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_endless_loop_is_stopped_at_the_time_limit() {
+        let plugin = load(
+            "loop",
+            Limits {
+                memory_mb: 64,
+                batch_timeout_ms: 100,
+            },
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let start = Instant::now();
+            let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();
+            assert!(matches!(err, PluginError::Timeout(_)), "{err}");
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "took {:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn a_memory_bomb_traps_at_the_memory_limit() {
+        let plugin = load(
+            "grow",
+            Limits {
+                memory_mb: 16,
+                batch_timeout_ms: 5000,
+            },
+        )
+        .unwrap();
+        let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Trap(m) if m.contains("memory")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_trapped_instance_is_replaced_and_the_next_batch_is_served() {
+        let plugin = load("boom", Limits::default()).unwrap();
+        let err = plugin
+            .route("s", "shard", &records(&["a", "boom", "c"]))
+            .unwrap_err();
+        assert!(matches!(err, PluginError::Trap(_)), "{err}");
+        let routed = plugin
+            .route("s", "shard", &records(&["a", "b", "c"]))
+            .unwrap();
+        assert_eq!(routed.len(), 2);
+        for list in &routed {
+            let data: Vec<&[u8]> = list.iter().map(|r| r.data.as_slice()).collect();
+            assert_eq!(data, [b"a", b"b", b"c"]);
+        }
+    }
+
+    #[test]
+    fn an_output_outside_the_pipeline_is_refused() {
+        let plugin = load("bad-output", Limits::default()).unwrap();
+        let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::BadDecisions(m) if m.contains("output index 9")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_reports_init_errors_and_files_that_are_not_components() {
+        let err = load("fail-init", Limits::default()).err().unwrap();
+        assert!(
+            matches!(&err, PluginError::Init(m) if m.contains("fail-init")),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.wasm");
+        std::fs::write(&junk, b"\0asm junk").unwrap();
+        let err = Plugin::load("t", &junk, "{}", &["a".to_string()], &Limits::default())
+            .err()
+            .unwrap();
+        assert!(matches!(err, PluginError::Load { .. }), "{err}");
+    }
+
+    #[test]
+    fn replicate_wasm_routes_every_record_to_every_output_in_order() {
+        let outputs = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let plugin =
+            Plugin::load("t", &wasm("replicate"), "{}", &outputs, &Limits::default()).unwrap();
+        let input = records(&["1", "2", "3", "4"]);
+        let routed = plugin.route("s", "shard", &input).unwrap();
+        assert_eq!(routed.len(), 3);
+        for list in routed {
+            let keys: Vec<&str> = list.iter().map(|r| r.partition_key.as_str()).collect();
+            assert_eq!(keys, ["k0", "k1", "k2", "k3"]);
+        }
+    }
+}
