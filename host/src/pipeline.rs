@@ -147,7 +147,7 @@ impl Pipeline {
         })
     }
 
-    /// Writes every output's list concurrently; Ok when all are acknowledged.
+    /// Writes every output's list (already checked) concurrently; Ok when all are acknowledged.
     async fn deliver_all(
         &self,
         deliveries: Vec<(Arc<OutputWriter>, Vec<OutRecord>)>,
@@ -160,7 +160,7 @@ impl Pipeline {
             self.stats
                 .deliveries
                 .fetch_add(list.len() as u64, Ordering::Relaxed);
-            set.spawn(async move { writer.deliver(list).await });
+            set.spawn(async move { writer.deliver_checked(list).await });
         }
         let mut first_error = None;
         while let Some(joined) = set.join_next().await {

@@ -152,9 +152,16 @@ impl<T: Transport> OutputWriter<T> {
         }
     }
 
-    /// Writes `records` in order; returns when all are acknowledged.
+    /// Checks `records`, then writes them in order; returns when all are acknowledged.
     pub async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
         self.check(&records)?;
+        self.deliver_checked(records).await
+    }
+
+    /// Writes records that already passed `check`, in order; returns when all
+    /// are acknowledged. (The pipeline checks each record itself, to apply its
+    /// failure policy per record, and so does not pay for a second check.)
+    pub async fn deliver_checked(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
         let mut pending: VecDeque<OutRecord> = records.into();
         let mut backoff = self.backoff.clone();
         // Consecutive answered requests with failed entries: logged loudly every 10.
