@@ -19,12 +19,11 @@ async fn thirty_percent_failed_entries_lose_nothing_and_keep_order() {
     let proxy = FaultProxy::start(&kinesis.endpoint, 0.3).await.unwrap();
     let dir = TestDir::new().unwrap();
     // The source reads directly; the outputs write through the proxy.
-    let text = format!(
-        "[sources.input]\nstream = \"input\"\nendpoint_url = \"{e}\"\npoll_interval_ms = 200\n\n\
-         [outputs.a]\nstream = \"out-a\"\nendpoint_url = \"{p}\"\n\n[outputs.b]\nstream = \"out-b\"\nendpoint_url = \"{p}\"\n\n\
-         [checkpoint]\npath = \"state\"\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [\"a\", \"b\"]\n",
-        e = kinesis.endpoint,
-        p = proxy.endpoint
+    let text = config::split_endpoints(
+        &kinesis.endpoint,
+        &proxy.endpoint,
+        &[("a", "out-a"), ("b", "out-b")],
+        "",
     );
     let config = dir.write_config("faults.toml", &text).unwrap();
     let running = Distributary::start(&config).unwrap();

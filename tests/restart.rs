@@ -122,14 +122,7 @@ async fn shutdown_drains_in_flight_writes_without_spinning() {
     put_all(&client, "input", &records).await.unwrap();
     let proxy = FaultProxy::start(&kinesis.endpoint, 1.0).await.unwrap();
     let dir = TestDir::new().unwrap();
-    let text = config::simple(&kinesis.endpoint, &[("a", "out-a")], "").replace(
-        &format!(
-            "stream = \"out-a\"\nendpoint_url = \"{}\"",
-            kinesis.endpoint
-        ),
-        &format!("stream = \"out-a\"\nendpoint_url = \"{}\"", proxy.endpoint),
-    );
-    assert!(text.contains(&proxy.endpoint));
+    let text = config::split_endpoints(&kinesis.endpoint, &proxy.endpoint, &[("a", "out-a")], "");
     let config = dir.write_config("drain.toml", &text).unwrap();
     let mut running = Distributary::start(&config).unwrap();
 

@@ -3,12 +3,22 @@
 /// A config with source `input` (stream `input`), one output per `(name, stream)`, and a
 /// pipeline `p` over all outputs; `extra` is appended to the pipeline (plugin lines).
 pub fn simple(endpoint: &str, outputs: &[(&str, &str)], pipeline_extra: &str) -> String {
+    split_endpoints(endpoint, endpoint, outputs, pipeline_extra)
+}
+
+/// Like `simple`, but the outputs write through `output_endpoint` (e.g. a fault-injecting proxy).
+pub fn split_endpoints(
+    source_endpoint: &str,
+    output_endpoint: &str,
+    outputs: &[(&str, &str)],
+    pipeline_extra: &str,
+) -> String {
     let mut text = format!(
-        "[sources.input]\nstream = \"input\"\nendpoint_url = \"{endpoint}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
+        "[sources.input]\nstream = \"input\"\nendpoint_url = \"{source_endpoint}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
     );
     for (name, stream) in outputs {
         text.push_str(&format!(
-            "[outputs.{name}]\nstream = \"{stream}\"\nendpoint_url = \"{endpoint}\"\n\n"
+            "[outputs.{name}]\nstream = \"{stream}\"\nendpoint_url = \"{output_endpoint}\"\n\n"
         ));
     }
     let names: Vec<String> = outputs.iter().map(|(n, _)| format!("{n:?}")).collect();
