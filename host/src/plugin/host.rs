@@ -1,14 +1,25 @@
-//! What a plugin instance can reach: its Store state. WASI is linked because
-//! Rust guests built for `wasm32-wasip2` import it through std, but the context
-//! is empty: no preopened directories, no environment, no arguments, no
-//! sockets, no inherited stdio. The one capability granted on purpose is
-//! `log`, tagged with the pipeline and rate-limited.
+//! What a plugin instance can reach: its Store state.
+//!
+//! WASI is linked because Rust guests built for `wasm32-wasip2` (and Python
+//! guests built with componentize-py) import it through their standard
+//! library, but every capability in it is denied or emptied:
+//! no preopened directories (opening any file fails), no environment, no
+//! arguments, no sockets or name lookup, no inherited stdio; both clocks are
+//! frozen at zero (the wall clock reads 1970-01-01T00:00:00Z, the monotonic
+//! clock never advances) and both random sources return zeros. A plugin is
+//! thus a pure function of its configuration and its input: the same batch
+//! always gets the same decisions, live, in a replay, and in
+//! `distributary route`. The one capability granted on purpose is `log`,
+//! tagged with the pipeline and rate-limited.
 
 use super::bindings::distributary::plugin::log::{Host as LogHost, Level};
 use super::bindings::distributary::plugin::types::Host as TypesHost;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use wasmtime::StoreLimits;
-use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder,
+    WasiCtxView, WasiView,
+};
 
 /// Most log lines a plugin instance may emit per second; the rest are counted and dropped.
 const LOG_LINES_PER_SECOND: u32 = 20;
@@ -30,12 +41,44 @@ impl HostState {
         HostState {
             pipeline: pipeline.to_string(),
             limits,
-            wasi: WasiCtxBuilder::new().build(),
+            wasi: deny_all(),
             table: ResourceTable::new(),
             log_window: Instant::now(),
             log_lines: 0,
             logs_dropped: 0,
         }
+    }
+}
+
+/// The WASI context of every plugin instance: nothing to reach, nothing that varies.
+fn deny_all() -> WasiCtx {
+    WasiCtxBuilder::new()
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(Deterministic::new(vec![0]))
+        .insecure_random(Deterministic::new(vec![0]))
+        .insecure_random_seed(0)
+        .build()
+}
+
+/// A clock that always reads zero.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
     }
 }
 

@@ -316,6 +316,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_gives_no_file_env_clock_randomness_or_network() {
+        let plugin = load("probe", Limits::default()).unwrap();
+        let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();
+        let PluginError::Returned(report) = err else {
+            panic!("expected the probe's report, got {err}");
+        };
+        let seen: std::collections::BTreeMap<&str, &str> =
+            report.lines().filter_map(|l| l.split_once('=')).collect();
+        assert!(seen["file"].starts_with("error"), "{report}");
+        assert!(seen["dir"].starts_with("error"), "{report}");
+        assert_eq!(seen["env"], "0", "{report}");
+        assert_eq!(seen["args"], "0", "{report}");
+        assert_eq!(seen["wall_ns"], "0", "{report}");
+        assert_eq!(seen["monotonic_ns"], "0", "{report}");
+        assert_eq!(seen["random"], format!("{:?}", [0u8; 16]), "{report}");
+        assert!(seen["net"].starts_with("error"), "{report}");
+    }
+
+    #[test]
     fn an_output_outside_the_pipeline_is_refused() {
         let plugin = load("bad-output", Limits::default()).unwrap();
         let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();

@@ -5,6 +5,9 @@
 //! pipeline does not have, `"fail-init"` refuses to start, and `"boom"`
 //! replicates every record but panics when a record's data is `boom`, so a
 //! test can trap one batch and check the next is served by a fresh instance.
+//! `"probe"` tries every capability the sandbox denies (a file, the
+//! directory tree, the environment, both clocks, both random sources, a TCP
+//! connection) and fails the batch with a report of what it got.
 
 use distributary_plugin_sdk::{Batch, Decisions, Init, Plugin, export_plugin};
 
@@ -40,6 +43,7 @@ impl Plugin for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
+            "probe" => Err(probe()),
             "bad-output" => {
                 out.deliver(0, self.outputs + 7);
                 Ok(())
@@ -60,3 +64,40 @@ impl Plugin for Hostile {
 }
 
 export_plugin!(Hostile);
+
+/// What the sandbox let this plugin see, one `name=value` per line.
+fn probe() -> String {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let file = match std::fs::read("/etc/passwd") {
+        Ok(bytes) => format!("read {} bytes", bytes.len()),
+        Err(e) => format!("error: {e}"),
+    };
+    let dir = match std::fs::read_dir(".") {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(e) => format!("error: {e}"),
+    };
+    let env = std::env::vars().count();
+    let args = std::env::args().count();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(u128::MAX);
+    let start = Instant::now();
+    let mut spin = 0u64;
+    for i in 0..5_000_000u64 {
+        spin = std::hint::black_box(spin.wrapping_add(i));
+    }
+    let monotonic = start.elapsed().as_nanos();
+    let mut random = [0xAAu8; 16];
+    let random = match getrandom::fill(&mut random) {
+        Ok(()) => format!("{random:?}"),
+        Err(e) => format!("error: {e}"),
+    };
+    let net = match std::net::TcpStream::connect("127.0.0.1:9") {
+        Ok(_) => "connected".to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    format!(
+        "file={file}\ndir={dir}\nenv={env}\nargs={args}\nwall_ns={wall}\nmonotonic_ns={monotonic}\nrandom={random}\nnet={net}"
+    )
+}
