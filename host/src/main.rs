@@ -60,7 +60,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = load_plugins(&config) {
+    if let Err(e) = load_plugins(&config, None) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

@@ -1,14 +1,18 @@
 //! How a pipeline decides where records go: natively replicating every record
 //! to every output (no plugin configured: no WASM on the path), or through a
 //! WASM plugin called once per batch on a blocking thread.
+//!
+//! A batch is routed by the plugin version serving when it starts (hot
+//! reload swaps versions between batches), after the failure backoff of a
+//! plugin whose last call failed.
 
-use crate::plugin::{Plugin, PluginError};
+use crate::plugin::{LivePlugin, PluginError};
 use crate::record::{OutRecord, SourceRecord};
 use std::sync::Arc;
 
 pub enum Router {
     Replicate,
-    Wasm(Arc<Plugin>),
+    Wasm(Arc<LivePlugin>),
 }
 
 impl Router {
@@ -24,18 +28,24 @@ impl Router {
     ) -> Result<Vec<Vec<OutRecord>>, PluginError> {
         match self {
             Router::Replicate => Ok(replicate(&records[start..], outputs)),
-            Router::Wasm(plugin) => {
+            Router::Wasm(live) => {
+                if let Some(delay) = live.penalty() {
+                    tokio::time::sleep(delay).await;
+                }
                 let (plugin, source, shard_id, records) = (
-                    plugin.clone(),
+                    live.current(),
                     source.clone(),
                     shard_id.clone(),
                     records.clone(),
                 );
-                tokio::task::spawn_blocking(move || {
+                let result = tokio::task::spawn_blocking(move || {
                     plugin.route(&source, &shard_id, &records[start..])
                 })
                 .await
-                .map_err(|e| PluginError::Trap(format!("plugin thread failed: {e}")))?
+                .map_err(|e| PluginError::Trap(format!("plugin thread failed: {e}")))
+                .and_then(|routed| routed);
+                live.record_call(result.is_ok());
+                result
             }
         }
     }

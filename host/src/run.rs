@@ -11,7 +11,7 @@ use crate::checkpoint::{Checkpoints, FileStore};
 use crate::config::{Config, Pipeline as PipelineConfig};
 use crate::kinesis::{ClientSettings, StreamRef, client, describe};
 use crate::pipeline::Pipeline;
-use crate::plugin::Plugin;
+use crate::plugin::{ArtifactCache, LivePlugin, PluginSpec};
 use crate::router::Router;
 use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
@@ -31,19 +31,23 @@ pub enum Outcome {
     Halted(Vec<String>),
 }
 
-/// Loads the plugin of every pipeline that has one (compile, link, `init`).
-pub fn load_plugins(config: &Config) -> anyhow::Result<BTreeMap<String, Arc<Plugin>>> {
+/// Loads the plugin of every pipeline that has one (compile through `cache`,
+/// link, `init`).
+pub fn load_plugins(
+    config: &Config,
+    cache: Option<&ArtifactCache>,
+) -> anyhow::Result<BTreeMap<String, Arc<LivePlugin>>> {
     let mut plugins = BTreeMap::new();
     for (i, p) in config.pipelines.iter().enumerate() {
         if let Some(path) = &p.plugin {
-            let plugin = Plugin::load(
-                &p.name,
-                path,
-                &p.plugin_config_json(),
-                &p.outputs,
-                &p.limits,
-            )
-            .with_context(|| {
+            let spec = PluginSpec {
+                pipeline: p.name.clone(),
+                path: path.clone(),
+                config_json: p.plugin_config_json(),
+                outputs: p.outputs.clone(),
+                limits: p.limits.clone(),
+            };
+            let plugin = LivePlugin::load(spec, cache.cloned()).with_context(|| {
                 format!(
                     "{}: pipelines[{i}] ({}).plugin",
                     config.file.display(),
@@ -89,8 +93,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     };
     let plugins = {
         let config_ref = &config;
-        tokio::task::block_in_place(|| load_plugins(config_ref))?
+        let cache = ArtifactCache::new(config.checkpoint.path.join("plugin-cache"));
+        tokio::task::block_in_place(|| load_plugins(config_ref, Some(&cache)))?
     };
+    let _plugin_watch = crate::plugin::watch(plugins.values().cloned().collect(), shutdown.clone())
+        .with_context(|| format!("{file}: pipelines: watching plugin files"))?;
 
     let mut writers: BTreeMap<String, Arc<OutputWriter>> = BTreeMap::new();
     for (name, output) in &config.outputs {
@@ -232,7 +239,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
 
 fn build_pipeline(
     p: &PipelineConfig,
-    plugins: &BTreeMap<String, Arc<Plugin>>,
+    plugins: &BTreeMap<String, Arc<LivePlugin>>,
     writers: &BTreeMap<String, Arc<OutputWriter>>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let writer = |name: &String| {

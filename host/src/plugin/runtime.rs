@@ -8,6 +8,7 @@
 //! cap through `StoreLimits`.
 
 use super::batch::{pack, unpack};
+use super::cache::{ArtifactCache, compile, digest};
 use super::bindings::{Router, RouterPre};
 use super::host::HostState;
 use crate::config::Limits;
@@ -15,7 +16,7 @@ use crate::record::{OutRecord, SourceRecord};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -66,42 +67,56 @@ pub fn engine() -> Result<Engine, String> {
         .clone()
 }
 
+/// What a pipeline asks of its plugin: which file, its configuration, the
+/// outputs it may name, and the limits it runs under.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub pipeline: String,
+    pub path: PathBuf,
+    pub config_json: String,
+    pub outputs: Vec<String>,
+    pub limits: Limits,
+}
+
 struct Instance {
     store: Store<HostState>,
     router: Router,
 }
 
-/// One loaded plugin of one pipeline.
+/// One loaded version of a pipeline's plugin.
 pub struct Plugin {
-    pipeline: String,
-    path: PathBuf,
+    spec: PluginSpec,
+    digest: String,
     engine: Engine,
     pre: RouterPre<HostState>,
-    config_json: String,
-    outputs: Vec<String>,
-    limits: Limits,
     pool: Mutex<Vec<Instance>>,
 }
 
 impl Plugin {
-    /// Compiles `path`, links it against the contract, and initialises one
-    /// instance with the pipeline's config: a plugin that loads is known to
+    /// Reads, compiles (through `cache`), links and initialises one instance
+    /// of the plugin at `spec.path`: a plugin that loads is known to
     /// implement the contract and accept its configuration.
-    pub fn load(
-        pipeline: &str,
-        path: &Path,
-        config_json: &str,
-        outputs: &[String],
-        limits: &Limits,
+    pub fn load(spec: &PluginSpec, cache: Option<&ArtifactCache>) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(&spec.path).map_err(|e| PluginError::Load {
+            path: spec.path.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Plugin::from_bytes(spec, &bytes, cache)
+    }
+
+    /// As [`Plugin::load`], for a file already read.
+    pub fn from_bytes(
+        spec: &PluginSpec,
+        bytes: &[u8],
+        cache: Option<&ArtifactCache>,
     ) -> Result<Plugin, PluginError> {
         let load_error = |reason: String| PluginError::Load {
-            path: path.to_path_buf(),
+            path: spec.path.clone(),
             reason,
         };
         let engine = engine().map_err(load_error)?;
-        let bytes = std::fs::read(path).map_err(|e| load_error(format!("cannot read: {e}")))?;
-        let component = Component::new(&engine, &bytes)
-            .map_err(|e| load_error(format!("not a valid WebAssembly component: {e:#}")))?;
+        let digest = digest(bytes);
+        let component = compile(&engine, bytes, &digest, cache).map_err(load_error)?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| load_error(format!("{e:#}")))?;
@@ -118,13 +133,10 @@ impl Plugin {
             ))
         })?;
         let plugin = Plugin {
-            pipeline: pipeline.to_string(),
-            path: path.to_path_buf(),
+            spec: spec.clone(),
+            digest,
             engine,
             pre,
-            config_json: config_json.to_string(),
-            outputs: outputs.to_vec(),
-            limits: limits.clone(),
             pool: Mutex::new(Vec::new()),
         };
         let first = plugin.instantiate()?;
@@ -133,22 +145,31 @@ impl Plugin {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.spec.path
+    }
+
+    /// The SHA-256 of the file this version was loaded from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn spec(&self) -> &PluginSpec {
+        &self.spec
     }
 
     fn instantiate(&self) -> Result<Instance, PluginError> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size((self.limits.memory_mb as usize) << 20)
+            .memory_size((self.spec.limits.memory_mb as usize) << 20)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, HostState::new(&self.pipeline, limits));
+        let mut store = Store::new(&self.engine, HostState::new(&self.spec.pipeline, limits));
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(ticks(INIT_TIMEOUT));
         let router = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| PluginError::Init(format!("instantiation failed: {e:#}")))?;
-        match router.call_init(&mut store, &self.config_json, &self.outputs) {
+        match router.call_init(&mut store, &self.spec.config_json, &self.spec.outputs) {
             Ok(Ok(())) => Ok(Instance { store, router }),
             Ok(Err(message)) => Err(PluginError::Init(message)),
             Err(e) => Err(PluginError::Init(
@@ -182,13 +203,13 @@ impl Plugin {
     ) -> Result<Vec<Vec<OutRecord>>, PluginError> {
         let batch = pack(source, shard_id, records);
         let mut instance = self.take()?;
-        let timeout = Duration::from_millis(self.limits.batch_timeout_ms);
+        let timeout = Duration::from_millis(self.spec.limits.batch_timeout_ms);
         instance.store.set_epoch_deadline(ticks(timeout));
         let result = instance.router.call_route(&mut instance.store, &batch);
         match result {
             Ok(Ok(decisions)) => {
                 self.give_back(instance);
-                unpack(decisions, records, self.outputs.len()).map_err(PluginError::BadDecisions)
+                unpack(decisions, records, self.spec.outputs.len()).map_err(PluginError::BadDecisions)
             }
             Ok(Err(message)) => {
                 self.give_back(instance);
@@ -212,14 +233,14 @@ fn describe_trap(error: &wasmtime::Error, timeout: Duration) -> PluginError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Runs the real runtime on misbehaving plugins (`plugins/hostile`, built
     //! by `scripts/build-plugins`): every failure must come back as an error
     //! of the right kind, within its limit, and leave the plugin usable.
     use super::*;
     use std::time::Instant;
 
-    fn wasm(name: &str) -> PathBuf {
+    pub(crate) fn wasm(name: &str) -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
@@ -234,15 +255,18 @@ mod tests {
         path
     }
 
+    pub(crate) fn spec(name: &str, config_json: &str, outputs: &[&str], limits: Limits) -> PluginSpec {
+        PluginSpec {
+            pipeline: "test".into(),
+            path: wasm(name),
+            config_json: config_json.into(),
+            outputs: outputs.iter().map(|o| o.to_string()).collect(),
+            limits,
+        }
+    }
+
     fn load(mode: &str, limits: Limits) -> Result<Plugin, PluginError> {
-        let outputs = ["a".to_string(), "b".to_string()];
-        Plugin::load(
-            "test",
-            &wasm("hostile"),
-            &format!("{mode:?}"),
-            &outputs,
-            &limits,
-        )
+        Plugin::load(&spec("hostile", &format!("{mode:?}"), &["a", "b"], limits), None)
     }
 
     fn records(data: &[&str]) -> Vec<SourceRecord> {
@@ -354,17 +378,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let junk = dir.path().join("junk.wasm");
         std::fs::write(&junk, b"\0asm junk").unwrap();
-        let err = Plugin::load("t", &junk, "{}", &["a".to_string()], &Limits::default())
-            .err()
-            .unwrap();
+        let mut junk_spec = spec("hostile", "{}", &["a"], Limits::default());
+        junk_spec.path = junk;
+        let err = Plugin::load(&junk_spec, None).err().unwrap();
         assert!(matches!(err, PluginError::Load { .. }), "{err}");
     }
 
     #[test]
     fn replicate_wasm_routes_every_record_to_every_output_in_order() {
-        let outputs = ["a".to_string(), "b".to_string(), "c".to_string()];
-        let plugin =
-            Plugin::load("t", &wasm("replicate"), "{}", &outputs, &Limits::default()).unwrap();
+        let plugin = Plugin::load(
+            &spec("replicate", "{}", &["a", "b", "c"], Limits::default()),
+            None,
+        )
+        .unwrap();
         let input = records(&["1", "2", "3", "4"]);
         let routed = plugin.route("s", "shard", &input).unwrap();
         assert_eq!(routed.len(), 3);
