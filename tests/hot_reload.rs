@@ -45,7 +45,8 @@ async fn a_plugin_replaced_under_load_routes_every_record_exactly_once() {
     std::fs::create_dir(&plugins).unwrap();
     let live = plugins.join("router.wasm");
     std::fs::copy(plugin("replicate"), &live).unwrap();
-    let extra = "plugin = \"plugins/router.wasm\"\nplugin_config = { field = \"x\", default = \"b\" }\n";
+    let extra =
+        "plugin = \"plugins/router.wasm\"\nplugin_config = { field = \"x\", default = \"b\" }\n";
     let config = dir
         .write_config(
             "reload.toml",
@@ -78,18 +79,27 @@ async fn a_plugin_replaced_under_load_routes_every_record_exactly_once() {
             std::fs::write(&live, &full[..half]).unwrap();
             wait_for_log(&running, "plugin reload failed", Duration::from_secs(30));
             tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(!running.log_text().contains("version=3"), "a half-written plugin took over");
+            assert!(
+                !running.log_text().contains("version=3"),
+                "a half-written plugin took over"
+            );
             let started = Instant::now();
             {
                 use std::io::Write;
-                let mut file = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&live)
+                    .unwrap();
                 file.write_all(&full[half..]).unwrap();
             }
             wait_for_log(&running, "version=3", Duration::from_secs(30));
             latencies.push(started.elapsed());
         }
     }
-    println!("hot reload: file replaced -> new version serving: atomic rename {:?}, in-place completion {:?}", latencies[0], latencies[1]);
+    println!(
+        "hot reload: file replaced -> new version serving: atomic rename {:?}, in-place completion {:?}",
+        latencies[0], latencies[1]
+    );
 
     let in_b = wait_for_settled(&client, "out-b", records.len(), Duration::from_secs(120))
         .await
@@ -108,7 +118,11 @@ async fn a_plugin_replaced_under_load_routes_every_record_exactly_once() {
     assert!(in_a.values().all(|&n| n == 1), "a record reached a twice");
     let mut shards: HashMap<&str, String> = HashMap::new();
     for r in &source {
-        let mark = if in_a.contains_key(r.rec.data.as_slice()) { 'R' } else { 'F' };
+        let mark = if in_a.contains_key(r.rec.data.as_slice()) {
+            'R'
+        } else {
+            'F'
+        };
         shards.entry(r.shard.as_str()).or_default().push(mark);
     }
     let mut saw_v2 = false;
@@ -118,10 +132,16 @@ async fn a_plugin_replaced_under_load_routes_every_record_exactly_once() {
         let v1 = marks.chars().take_while(|&c| c == 'R').count();
         let v2 = marks[v1..].chars().take_while(|&c| c == 'F').count();
         let v3 = &marks[v1 + v2..];
-        assert!(v3.chars().all(|c| c == 'R'), "shard {shard} went back to an old version: {marks}");
+        assert!(
+            v3.chars().all(|c| c == 'R'),
+            "shard {shard} went back to an old version: {marks}"
+        );
         saw_v2 |= v2 > 0;
         saw_v3 |= !v3.is_empty() && v2 > 0;
     }
     assert!(saw_v2, "route_by_field never routed a record: {shards:?}");
-    assert!(saw_v3, "the rewritten replicate never routed a record: {shards:?}");
+    assert!(
+        saw_v3,
+        "the rewritten replicate never routed a record: {shards:?}"
+    );
 }

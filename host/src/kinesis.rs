@@ -124,6 +124,21 @@ where
     }
 }
 
+/// Whether an SDK error says the request's input is invalid (so, for
+/// PutRecords, that some record in it can never be written).
+pub fn is_invalid_input<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+{
+    match err {
+        aws_sdk_kinesis::error::SdkError::ServiceError(service) => matches!(
+            service.err().code(),
+            Some("InvalidArgumentException" | "ValidationException")
+        ),
+        _ => false,
+    }
+}
+
 /// A one-line description of an SDK error, with the service's code and message.
 pub fn describe<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
 where

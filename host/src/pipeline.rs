@@ -138,20 +138,32 @@ impl Pipeline {
             }
             deliveries.push((writer.clone(), list));
         }
-        self.deliver_all(deliveries).await.map_err(|e| {
+        let refused = self.deliver_all(deliveries).await.map_err(|e| {
             let record = &records[e.source_index as usize];
             self.halt(format!(
                 "shard {} sequence {}: {e}",
                 batch.shard_id, record.sequence_number
             ))
-        })
+        })?;
+        // Records Kinesis refused as invalid; everything else is acknowledged.
+        for e in refused {
+            let record = &records[e.source_index as usize];
+            let reason = format!(
+                "shard {} sequence {}: {e}",
+                batch.shard_id, record.sequence_number
+            );
+            self.on_failure(batch, start, &[e.source_index], reason)
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Writes every output's list (already checked) concurrently; Ok when all are acknowledged.
+    /// Writes every output's list (already checked) concurrently; Ok when
+    /// all are acknowledged, with the records an output refused as invalid.
     async fn deliver_all(
         &self,
         deliveries: Vec<(Arc<OutputWriter>, Vec<OutRecord>)>,
-    ) -> Result<(), crate::sink::DeliverError> {
+    ) -> Result<Vec<crate::sink::DeliverError>, crate::sink::DeliverError> {
         let mut set = JoinSet::new();
         for (writer, list) in deliveries {
             if list.is_empty() {
@@ -163,6 +175,7 @@ impl Pipeline {
             set.spawn(async move { writer.deliver_checked(list).await });
         }
         let mut first_error = None;
+        let mut refused = Vec::new();
         while let Some(joined) = set.join_next().await {
             let result = joined.unwrap_or_else(|e| {
                 Err(crate::sink::DeliverError {
@@ -172,11 +185,14 @@ impl Pipeline {
                     reason: format!("writer task failed: {e}"),
                 })
             });
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+            match result {
+                Ok(mut r) => refused.append(&mut r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(refused), Err)
     }
 
     /// Applies `on_error` to the records at `failed` (indexes into `records[start..]`).

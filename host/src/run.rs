@@ -60,18 +60,27 @@ pub fn load_plugins(
     Ok(plugins)
 }
 
+/// Checks that the stream exists; returns its largest accepted record, in bytes.
 async fn check_stream_exists(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     key: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
+    const DEFAULT_MAX_RECORD_KIB: i32 = 1024;
     client
         .describe_stream_summary()
         .set_stream_name(stream.name().map(str::to_string))
         .set_stream_arn(stream.arn().map(str::to_string))
         .send()
         .await
-        .map(|_| ())
+        .map(|out| {
+            let kib = out
+                .stream_description_summary()
+                .and_then(|s| s.max_record_size_in_kib())
+                .filter(|&kib| kib > 0)
+                .unwrap_or(DEFAULT_MAX_RECORD_KIB);
+            kib as usize * 1024
+        })
         .map_err(|e| anyhow::anyhow!("{key}: stream {stream}: {}", describe(&e)))
 }
 
@@ -112,13 +121,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         };
         let client = client(&settings).await;
         let stream = StreamRef::parse(stream);
-        check_stream_exists(&client, &stream, &format!("{file}: outputs.{name}")).await?;
+        let stream_max =
+            check_stream_exists(&client, &stream, &format!("{file}: outputs.{name}")).await?;
+        let max_record_bytes = match output.max_record_bytes {
+            Some(configured) if configured > stream_max => {
+                tracing::warn!(output = %name, configured, stream_max, "max_record_bytes is above the stream's limit; using the stream's");
+                stream_max
+            }
+            Some(configured) => configured,
+            None => stream_max,
+        };
         let writer = OutputWriter::new(
             name.clone(),
             stream,
             KinesisTransport(client),
-            output.max_record_bytes,
-            output.max_request_bytes,
+            max_record_bytes,
+            output.max_request_bytes.max(max_record_bytes),
         );
         writers.insert(name.clone(), Arc::new(writer));
     }

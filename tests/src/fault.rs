@@ -5,8 +5,12 @@
 //! the request before it is forwarded, so (as with real Kinesis) they are not
 //! written; the answer merges the upstream results with the injected failures
 //! at their original positions. No emulator produces partial failures itself.
+//! It can also reject, as real Kinesis does with a record it finds invalid,
+//! any PutRecords call holding a record with given data (400,
+//! InvalidArgumentException), which no emulator does on demand either.
 
 use anyhow::Result;
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -15,12 +19,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub struct FaultProxy {
     pub endpoint: String,
     fail_rate: Arc<AtomicU64>,
+    reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     pub injected: Arc<AtomicU64>,
     pub put_calls: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -35,6 +40,7 @@ impl Drop for FaultProxy {
 struct State {
     upstream: String,
     fail_rate: Arc<AtomicU64>,
+    reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     client: Client<HttpConnector, Full<Bytes>>,
     injected: Arc<AtomicU64>,
     put_calls: Arc<AtomicU64>,
@@ -46,6 +52,13 @@ impl FaultProxy {
         self.fail_rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
+    /// From now on, rejects every PutRecords call holding a record whose data is `data`.
+    pub fn reject_records_with_data(&self, data: &[u8]) {
+        if let Ok(mut reject) = self.reject_data.lock() {
+            *reject = Some(data.to_vec());
+        }
+    }
+
     /// Starts a proxy in front of `upstream` (an http://127.0.0.1:port endpoint).
     pub async fn start(upstream: &str, fail_rate: f64) -> Result<FaultProxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -53,9 +66,11 @@ impl FaultProxy {
         let injected = Arc::new(AtomicU64::new(0));
         let put_calls = Arc::new(AtomicU64::new(0));
         let fail_rate = Arc::new(AtomicU64::new(fail_rate.to_bits()));
+        let reject_data = Arc::new(Mutex::new(None));
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_string(),
             fail_rate: fail_rate.clone(),
+            reject_data: reject_data.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             injected: injected.clone(),
             put_calls: put_calls.clone(),
@@ -80,6 +95,7 @@ impl FaultProxy {
         Ok(FaultProxy {
             endpoint,
             fail_rate,
+            reject_data,
             injected,
             put_calls,
             task,
@@ -157,6 +173,22 @@ async fn put_records_with_faults(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let reject = state.reject_data.lock().ok().and_then(|r| r.clone());
+    if let Some(reject) = reject {
+        let holds = entries.iter().any(|e| {
+            e.get("Data")
+                .and_then(Value::as_str)
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                .is_some_and(|d| d == reject)
+        });
+        if holds {
+            return error_response_typed(
+                400,
+                "InvalidArgumentException",
+                "record rejected (injected by the test proxy)",
+            );
+        }
+    }
     let rate = f64::from_bits(state.fail_rate.load(Ordering::Relaxed));
     let fail: Vec<bool> = entries.iter().map(|_| fastrand::f64() < rate).collect();
     let survivors: Vec<Value> = entries
@@ -217,8 +249,12 @@ async fn put_records_with_faults(
 }
 
 fn error_response(status: u16, message: &str) -> Response<Full<Bytes>> {
+    error_response_typed(status, "InternalFailure", message)
+}
+
+fn error_response_typed(status: u16, kind: &str, message: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(
-        json!({"__type": "InternalFailure", "message": message}).to_string(),
+        json!({"__type": kind, "message": message}).to_string(),
     )));
     *response.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);

@@ -26,10 +26,7 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.poll_interval_ms, 1000);
     assert!(s.deaggregate);
     let o = &c.outputs["a"];
-    assert_eq!(
-        (o.max_record_bytes, o.max_request_bytes),
-        (1 << 20, 5 << 20)
-    );
+    assert_eq!((o.max_record_bytes, o.max_request_bytes), (None, 5 << 20));
     assert_eq!(c.checkpoint.store, StoreKind::File);
     let p = &c.pipelines[0];
     assert_eq!(p.on_error, OnError::Halt);

@@ -80,9 +80,10 @@ pub struct Output {
     pub aggregate: bool,
     #[serde(default = "default_aggregate_max_bytes")]
     pub aggregate_max_bytes: usize,
-    /// Largest record the stream accepts, data plus partition key (1 MiB unless raised with UpdateMaxRecordSize).
-    #[serde(default = "default_max_record_bytes")]
-    pub max_record_bytes: usize,
+    /// Largest record written, data plus partition key. Unset: the stream's
+    /// own limit, read at start-up (MaxRecordSizeInKiB; 1 MiB unless raised
+    /// with UpdateMaxRecordSize). Set: at most that, and never above the stream's.
+    pub max_record_bytes: Option<usize>,
     /// Largest PutRecords request, counted as data plus partition keys (5 MiB).
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
@@ -204,9 +205,6 @@ fn default_discover_interval_s() -> u64 {
 }
 fn default_aggregate_max_bytes() -> usize {
     51_200
-}
-fn default_max_record_bytes() -> usize {
-    1024 * 1024
 }
 fn default_max_request_bytes() -> usize {
     5 * 1024 * 1024

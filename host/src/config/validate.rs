@@ -129,13 +129,14 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
     if output.external_id.is_some() && output.role_arn.is_none() {
         return Err((key("external_id"), "only used with role_arn".into()));
     }
-    if !(1024..=10 * 1024 * 1024).contains(&output.max_record_bytes) {
+    let max_record_bytes = output.max_record_bytes.unwrap_or(1 << 20);
+    if !(1024..=10 * 1024 * 1024).contains(&max_record_bytes) {
         return Err((
             key("max_record_bytes"),
             "must be between 1024 and 10485760".into(),
         ));
     }
-    if output.max_request_bytes < output.max_record_bytes {
+    if output.max_request_bytes < max_record_bytes {
         return Err((
             key("max_request_bytes"),
             "must be at least max_record_bytes".into(),

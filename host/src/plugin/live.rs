@@ -216,8 +216,14 @@ mod tests {
         // (none to a, 50 to b), and once version 2 served, version 1 never did again.
         let first_v2 = shapes.iter().position(|s| *s == (0, 50)).unwrap();
         assert!(first_v2 > 0, "no batch routed by version 1");
-        assert!(shapes[..first_v2].iter().all(|s| *s == (50, 50)), "{shapes:?}");
-        assert!(shapes[first_v2..].iter().all(|s| *s == (0, 50)), "{shapes:?}");
+        assert!(
+            shapes[..first_v2].iter().all(|s| *s == (50, 50)),
+            "{shapes:?}"
+        );
+        assert!(
+            shapes[first_v2..].iter().all(|s| *s == (0, 50)),
+            "{shapes:?}"
+        );
     }
 
     #[test]
@@ -228,15 +234,26 @@ mod tests {
         assert!(matches!(live.reload(), Reload::Unchanged));
         let full = std::fs::read(wasm("route_by_field")).unwrap();
         std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-        assert!(matches!(live.reload(), Reload::Failed(PluginError::Load { .. })));
+        assert!(matches!(
+            live.reload(),
+            Reload::Failed(PluginError::Load { .. })
+        ));
         assert_eq!(live.stats.reload_failures.load(Ordering::Relaxed), 1);
         assert_eq!(live.stats.version.load(Ordering::Relaxed), 1);
         let routed = live.current().route("s", "shard", &records(3)).unwrap();
-        assert_eq!((routed[0].len(), routed[1].len()), (3, 3), "version 1 serves");
+        assert_eq!(
+            (routed[0].len(), routed[1].len()),
+            (3, 3),
+            "version 1 serves"
+        );
         std::fs::write(&path, &full).unwrap();
         assert!(matches!(live.reload(), Reload::Swapped { version: 2, .. }));
         let routed = live.current().route("s", "shard", &records(3)).unwrap();
-        assert_eq!((routed[0].len(), routed[1].len()), (0, 3), "version 2 serves");
+        assert_eq!(
+            (routed[0].len(), routed[1].len()),
+            (0, 3),
+            "version 2 serves"
+        );
     }
 
     #[test]
@@ -244,11 +261,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("router.wasm");
         install("replicate", &path);
-        let mut spec = spec("replicate", r#"{"no":"field"}"#, &["a", "b"], Limits::default());
+        let mut spec = spec(
+            "replicate",
+            r#"{"no":"field"}"#,
+            &["a", "b"],
+            Limits::default(),
+        );
         spec.path = path.clone();
         let live = LivePlugin::load(spec, None).unwrap();
         install("route_by_field", &path);
-        assert!(matches!(live.reload(), Reload::Failed(PluginError::Init(_))));
+        assert!(matches!(
+            live.reload(),
+            Reload::Failed(PluginError::Init(_))
+        ));
         let routed = live.current().route("s", "shard", &records(2)).unwrap();
         assert_eq!((routed[0].len(), routed[1].len()), (2, 2));
     }

@@ -8,8 +8,8 @@
 //! cap through `StoreLimits`.
 
 use super::batch::{pack, unpack};
-use super::cache::{ArtifactCache, compile, digest};
 use super::bindings::{Router, RouterPre};
+use super::cache::{ArtifactCache, compile, digest};
 use super::host::HostState;
 use crate::config::Limits;
 use crate::record::{OutRecord, SourceRecord};
@@ -209,7 +209,8 @@ impl Plugin {
         match result {
             Ok(Ok(decisions)) => {
                 self.give_back(instance);
-                unpack(decisions, records, self.spec.outputs.len()).map_err(PluginError::BadDecisions)
+                unpack(decisions, records, self.spec.outputs.len())
+                    .map_err(PluginError::BadDecisions)
             }
             Ok(Err(message)) => {
                 self.give_back(instance);
@@ -255,7 +256,12 @@ pub(crate) mod tests {
         path
     }
 
-    pub(crate) fn spec(name: &str, config_json: &str, outputs: &[&str], limits: Limits) -> PluginSpec {
+    pub(crate) fn spec(
+        name: &str,
+        config_json: &str,
+        outputs: &[&str],
+        limits: Limits,
+    ) -> PluginSpec {
         PluginSpec {
             pipeline: "test".into(),
             path: wasm(name),
@@ -266,7 +272,10 @@ pub(crate) mod tests {
     }
 
     fn load(mode: &str, limits: Limits) -> Result<Plugin, PluginError> {
-        Plugin::load(&spec("hostile", &format!("{mode:?}"), &["a", "b"], limits), None)
+        Plugin::load(
+            &spec("hostile", &format!("{mode:?}"), &["a", "b"], limits),
+            None,
+        )
     }
 
     fn records(data: &[&str]) -> Vec<SourceRecord> {

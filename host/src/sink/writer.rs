@@ -9,7 +9,7 @@
 
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
-use crate::kinesis::{StreamRef, describe, is_transient};
+use crate::kinesis::{StreamRef, describe, is_invalid_input, is_transient};
 use crate::record::OutRecord;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
@@ -25,7 +25,11 @@ pub enum PutOutcome {
     Answered(Vec<Option<String>>),
     /// The whole call failed in a way worth retrying.
     Transient(String),
-    /// The whole call was rejected and will be again.
+    /// The whole call was rejected as invalid input (InvalidArgumentException,
+    /// ValidationException): one of its records can never be written.
+    Invalid(String),
+    /// The whole call was rejected for a reason that is not about its records
+    /// (access denied, KMS, ...) and will be again.
     Rejected(String),
 }
 
@@ -73,6 +77,7 @@ impl Transport for KinesisTransport {
                 PutOutcome::Answered(results)
             }
             Err(err) if is_transient(&err) => PutOutcome::Transient(describe(&err)),
+            Err(err) if is_invalid_input(&err) => PutOutcome::Invalid(describe(&err)),
             Err(err) => PutOutcome::Rejected(describe(&err)),
         }
     }
@@ -152,22 +157,39 @@ impl<T: Transport> OutputWriter<T> {
         }
     }
 
-    /// Checks `records`, then writes them in order; returns when all are acknowledged.
+    /// Checks `records`, then writes them in order; returns when all are
+    /// acknowledged. Any record refused is an error.
     pub async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
         self.check(&records)?;
-        self.deliver_checked(records).await
+        match self.deliver_checked(records).await?.into_iter().next() {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        }
     }
 
     /// Writes records that already passed `check`, in order; returns when all
-    /// are acknowledged. (The pipeline checks each record itself, to apply its
+    /// are acknowledged, with the records Kinesis refused as invalid (each
+    /// found by retrying its rejected request one record at a time; the others
+    /// are written). (The pipeline checks each record itself, to apply its
     /// failure policy per record, and so does not pay for a second check.)
-    pub async fn deliver_checked(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
+    pub async fn deliver_checked(
+        &self,
+        records: Vec<OutRecord>,
+    ) -> Result<Vec<DeliverError>, DeliverError> {
         let mut pending: VecDeque<OutRecord> = records.into();
+        let mut refused = Vec::new();
         let mut backoff = self.backoff.clone();
         // Consecutive answered requests with failed entries: logged loudly every 10.
         let mut failing_rounds = 0u32;
+        // Records still to send one per request, to find the one a rejected request held.
+        let mut isolate = 0usize;
         while !pending.is_empty() {
-            let n = next_request_len(&pending, self.max_request_bytes);
+            let n = if isolate > 0 {
+                isolate -= 1;
+                1
+            } else {
+                next_request_len(&pending, self.max_request_bytes)
+            };
             debug_assert!((1..=MAX_ENTRIES_PER_REQUEST).contains(&n));
             let entries = pending
                 .iter()
@@ -223,6 +245,18 @@ impl<T: Transport> OutputWriter<T> {
                     }
                     backoff.wait().await;
                 }
+                PutOutcome::Invalid(error) if n > 1 => {
+                    tracing::warn!(output = %self.name, records = n, %error, "PutRecords rejected as invalid; sending those records one at a time to find the culprit");
+                    isolate = n;
+                }
+                PutOutcome::Invalid(error) => {
+                    if let Some(record) = pending.pop_front() {
+                        refused.push(self.error(
+                            record.source_index,
+                            format!("PutRecords rejected the record: {error}"),
+                        ));
+                    }
+                }
                 PutOutcome::Rejected(error) => {
                     return Err(self.error(
                         pending[0].source_index,
@@ -231,7 +265,7 @@ impl<T: Transport> OutputWriter<T> {
                 }
             }
         }
-        Ok(())
+        Ok(refused)
     }
 }
 

@@ -8,8 +8,13 @@
 //! `"probe"` tries every capability the sandbox denies (a file, the
 //! directory tree, the environment, both clocks, both random sources, a TCP
 //! connection) and fails the batch with a report of what it got.
+//! `"mixed:KIND,KIND,..."` replicates every record except those whose data is
+//! one of the listed kinds, which misbehave as their name says: `boom`
+//! (panic), `spin` (endless loop), `hog` (memory bomb), `stray` (an output
+//! the pipeline does not have), `empty-key`, `long-key` (300 characters),
+//! `bad-hash` (explicit hash key `xyz`), `huge` (1 MiB + 1 byte of data).
 
-use distributary_plugin_sdk::{Batch, Decisions, Init, Plugin, export_plugin};
+use distributary_plugin_sdk::{Batch, Decisions, Init, Plugin, Rewrite, export_plugin};
 
 struct Hostile {
     mode: String,
@@ -44,6 +49,15 @@ impl Plugin for Hostile {
                 }
             }
             "probe" => Err(probe()),
+            mode if mode.starts_with("mixed:") => {
+                let kinds: Vec<&str> = mode["mixed:".len()..].split(',').collect();
+                for record in 0..batch.len() {
+                    let data = std::str::from_utf8(batch.data(record)).unwrap_or("");
+                    let kind = kinds.iter().find(|k| **k == data).copied().unwrap_or("");
+                    self.misbehave(kind, record, out);
+                }
+                Ok(())
+            }
             "bad-output" => {
                 out.deliver(0, self.outputs + 7);
                 Ok(())
@@ -58,6 +72,48 @@ impl Plugin for Hostile {
                     }
                 }
                 Ok(())
+            }
+        }
+    }
+}
+
+impl Hostile {
+    fn misbehave(&self, kind: &str, record: u32, out: &mut Decisions) {
+        let rewrite = match kind {
+            "boom" => panic!("boom at record {record}"),
+            "spin" => loop {
+                std::hint::black_box(record);
+            },
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "stray" => return out.deliver(record, self.outputs + 7),
+            "empty-key" => Some(Rewrite {
+                partition_key: Some(String::new()),
+                ..Rewrite::default()
+            }),
+            "long-key" => Some(Rewrite {
+                partition_key: Some("k".repeat(300)),
+                ..Rewrite::default()
+            }),
+            "bad-hash" => Some(Rewrite {
+                explicit_hash_key: Some("xyz".into()),
+                ..Rewrite::default()
+            }),
+            "huge" => Some(Rewrite {
+                data: Some(vec![b'x'; (1 << 20) + 1]),
+                ..Rewrite::default()
+            }),
+            _ => None,
+        };
+        for output in 0..self.outputs {
+            match &rewrite {
+                Some(r) => out.deliver_rewritten(record, output, r.clone()),
+                None => out.deliver(record, output),
             }
         }
     }
