@@ -14,6 +14,9 @@
 //! - [`run`]: wires it all together and handles shutdown; [`server`] answers
 //!   `/healthz` and `/readyz`.
 //!
+//! Off the data path: [`dry_run`] (`distributary route`: a plugin over sample
+//! records, offline).
+//!
 //! Support: [`kinesis`] (clients, stream references, error classes),
 //! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes),
 //! [`shutdown`] (the shared stop signal).
@@ -21,6 +24,7 @@
 pub mod backoff;
 pub mod checkpoint;
 pub mod config;
+pub mod dry_run;
 pub mod kinesis;
 pub mod pipeline;
 pub mod plugin;

@@ -1,4 +1,4 @@
-//! The `distributary` command line (SPEC §4): `run` and `check`.
+//! The `distributary` command line (SPEC §4): `run`, `check` and `route`.
 
 use clap::{Parser, Subcommand};
 use distributary::config::Config;
@@ -30,6 +30,30 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Dry run, offline: route sample records (JSON lines) through a plugin
+    /// and print, per record, where it goes and what it becomes, or the error.
+    Route {
+        /// The plugin component (.wasm).
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The plugin's configuration, as JSON (what `plugin_config` becomes).
+        #[arg(long, default_value = "{}")]
+        plugin_config: String,
+        /// The pipeline's output names, comma-separated, in order.
+        #[arg(long, value_delimiter = ',', default_value = "out")]
+        outputs: Vec<String>,
+        /// Records, one JSON object per line: `data` (text or JSON) or
+        /// `data_base64`, `partition_key`, optional `explicit_hash_key`.
+        /// Default: standard input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Linear memory cap of the plugin, MiB.
+        #[arg(long, default_value_t = 64)]
+        memory_mb: u64,
+        /// Wall-clock cap of one plugin call, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        batch_timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +70,75 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_command(&config),
+        Command::Route {
+            plugin,
+            plugin_config,
+            outputs,
+            input,
+            memory_mb,
+            batch_timeout_ms,
+        } => route_command(
+            distributary::plugin::PluginSpec {
+                pipeline: "dry-run".into(),
+                path: plugin,
+                config_json: plugin_config,
+                outputs,
+                limits: distributary::config::Limits {
+                    memory_mb,
+                    batch_timeout_ms,
+                },
+            },
+            input.as_deref(),
+        ),
+    }
+}
+
+/// Exit status: 0 when every record routed cleanly, 1 when some record
+/// failed or had a delivery an output would refuse, 2 when the plugin or
+/// the input cannot be loaded.
+fn route_command(
+    spec: distributary::plugin::PluginSpec,
+    input: Option<&std::path::Path>,
+) -> ExitCode {
+    use distributary::dry_run;
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&spec.config_json) {
+        eprintln!("error: --plugin-config: not JSON: {e}");
+        return ExitCode::from(2);
+    }
+    let records = match input {
+        Some(path) => std::fs::File::open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|f| {
+                dry_run::read_input(&path.display().to_string(), std::io::BufReader::new(f))
+            }),
+        None => dry_run::read_input("stdin", std::io::stdin().lock()),
+    };
+    let records = match records {
+        Ok(records) => records,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let plugin = match distributary::plugin::Plugin::load(&spec, None) {
+        Ok(plugin) => plugin,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (lines, failures) = dry_run::route(&plugin, &spec.outputs, &records);
+    for line in lines {
+        println!("{line}");
+    }
+    if failures > 0 {
+        eprintln!(
+            "{failures} of {} records failed or would be refused",
+            records.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

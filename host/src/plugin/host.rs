@@ -34,6 +34,9 @@ pub struct HostState {
     log_window: Instant,
     log_lines: u32,
     pub logs_dropped: u64,
+    /// The last error-level line logged during the current call (the SDK's
+    /// panic hook logs the panic message there), to explain a trap.
+    pub last_error: Option<String>,
 }
 
 impl HostState {
@@ -46,6 +49,7 @@ impl HostState {
             log_window: Instant::now(),
             log_lines: 0,
             logs_dropped: 0,
+            last_error: None,
         }
     }
 }
@@ -93,6 +97,9 @@ impl WasiView for HostState {
 
 impl LogHost for HostState {
     fn log(&mut self, level: Level, message: String) {
+        if matches!(level, Level::Error) {
+            self.last_error = Some(truncate(&message).to_string());
+        }
         if self.log_window.elapsed().as_secs() >= 1 {
             self.log_window = Instant::now();
             self.log_lines = 0;
@@ -102,14 +109,7 @@ impl LogHost for HostState {
             self.logs_dropped += 1;
             return;
         }
-        let mut message = message;
-        if message.len() > LOG_LINE_MAX {
-            let mut cut = LOG_LINE_MAX;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        let message = truncate(&message);
         let pipeline = self.pipeline.as_str();
         match level {
             Level::Trace => tracing::trace!(pipeline, plugin_log = %message),
@@ -119,6 +119,15 @@ impl LogHost for HostState {
             Level::Error => tracing::error!(pipeline, plugin_log = %message),
         }
     }
+}
+
+/// At most `LOG_LINE_MAX` bytes of `message`, cut at a character boundary.
+fn truncate(message: &str) -> &str {
+    let mut cut = message.len().min(LOG_LINE_MAX);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &message[..cut]
 }
 
 /// The `types` interface has no functions; its host side is empty.

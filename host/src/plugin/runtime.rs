@@ -173,7 +173,7 @@ impl Plugin {
             Ok(Ok(())) => Ok(Instance { store, router }),
             Ok(Err(message)) => Err(PluginError::Init(message)),
             Err(e) => Err(PluginError::Init(
-                describe_trap(&e, INIT_TIMEOUT).to_string(),
+                describe_trap(&e, INIT_TIMEOUT, store.data().last_error.as_deref()).to_string(),
             )),
         }
     }
@@ -205,6 +205,7 @@ impl Plugin {
         let mut instance = self.take()?;
         let timeout = Duration::from_millis(self.spec.limits.batch_timeout_ms);
         instance.store.set_epoch_deadline(ticks(timeout));
+        instance.store.data_mut().last_error = None;
         let result = instance.router.call_route(&mut instance.store, &batch);
         match result {
             Ok(Ok(decisions)) => {
@@ -217,7 +218,11 @@ impl Plugin {
                 Err(PluginError::Returned(message))
             }
             // The Store trapped: drop it with the instance; a new one is made on next use.
-            Err(e) => Err(describe_trap(&e, timeout)),
+            Err(e) => {
+                let error = describe_trap(&e, timeout, instance.store.data().last_error.as_deref());
+                tracing::debug!(pipeline = %self.spec.pipeline, trap = %format!("{e:#}"), "plugin trap, with its wasm backtrace");
+                Err(error)
+            }
         }
     }
 }
@@ -226,10 +231,23 @@ fn ticks(timeout: Duration) -> u64 {
     (timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
 }
 
-fn describe_trap(error: &wasmtime::Error, timeout: Duration) -> PluginError {
+/// A trap as an error: the trap itself (its wasm backtrace goes to the debug
+/// log) and, when the plugin logged an error just before (a Rust panic
+/// message, through the SDK's panic hook), that message.
+fn describe_trap(
+    error: &wasmtime::Error,
+    timeout: Duration,
+    last_error: Option<&str>,
+) -> PluginError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginError::Timeout(timeout),
-        _ => PluginError::Trap(format!("{error:#}")),
+        _ => {
+            let trap = error.root_cause().to_string();
+            PluginError::Trap(match last_error {
+                Some(message) => format!("{trap}; the plugin said: {message}"),
+                None => trap,
+            })
+        }
     }
 }
 
@@ -337,7 +355,10 @@ pub(crate) mod tests {
         let err = plugin
             .route("s", "shard", &records(&["a", "boom", "c"]))
             .unwrap_err();
-        assert!(matches!(err, PluginError::Trap(_)), "{err}");
+        assert!(
+            matches!(&err, PluginError::Trap(m) if m.contains("boom at record 1")),
+            "the panic message is part of the error: {err}"
+        );
         let routed = plugin
             .route("s", "shard", &records(&["a", "b", "c"]))
             .unwrap();

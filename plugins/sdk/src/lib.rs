@@ -89,6 +89,11 @@ pub mod __private {
             Slot(RefCell::new(None))
         }
         pub fn init(&self, config: String, outputs: Vec<String>) -> Result<(), String> {
+            // A panic traps the instance; its message goes to the host first,
+            // which adds it to the trap error (stderr is not connected).
+            std::panic::set_hook(Box::new(|info| {
+                crate::log(crate::Level::Error, &format!("{info}"));
+            }));
             let plugin = P::init(Init { config, outputs })?;
             *self.0.borrow_mut() = Some(plugin);
             Ok(())

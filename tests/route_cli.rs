@@ -1,0 +1,77 @@
+//! `distributary route`, the offline dry run: per input record, the
+//! deliveries (output, key, data, what changed) or the error, pinned to the
+//! record that caused it; exit 0 when all route cleanly, 1 when some fail,
+//! 2 when the input or the plugin cannot be loaded.
+
+use distributary_e2e::*;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn route(plugin_name: &str, config: &str, outputs: &str, input: &str) -> (Output, Vec<Value>) {
+    let dir = TestDir::new().unwrap();
+    let file = dir.dir.path().join("records.jsonl");
+    std::fs::write(&file, input).unwrap();
+    let out = Command::new(distributary_bin())
+        .args(["route", "--plugin"])
+        .arg(plugin(plugin_name))
+        .args(["--plugin-config", config, "--outputs", outputs, "--input"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, lines)
+}
+
+#[test]
+fn route_by_field_dry_run_shows_each_records_destination() {
+    let input = concat!(
+        "{\"data\":{\"tenant\":\"a\",\"n\":1},\"partition_key\":\"u1\"}\n",
+        "{\"data\":\"not json\"}\n",
+        "{\"data_base64\":\"eyJ0ZW5hbnQiOiJiIn0=\",\"partition_key\":\"u2\"}\n",
+    );
+    let (out, lines) = route(
+        "route_by_field",
+        r#"{"field":"tenant","routes":{"a":"copy-a"},"default":"rest"}"#,
+        "copy-a,rest",
+        input,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines.len(), 3);
+    let first = &lines[0]["deliveries"];
+    assert_eq!(first.as_array().unwrap().len(), 1);
+    assert_eq!(first[0]["output"], "copy-a");
+    assert_eq!(first[0]["partition_key"], "u1");
+    assert_eq!(first[0]["changed"], serde_json::json!([]));
+    assert_eq!(lines[1]["deliveries"][0]["output"], "rest");
+    assert_eq!(lines[2]["deliveries"][0]["output"], "rest");
+    assert_eq!(lines[2]["deliveries"][0]["data"], r#"{"tenant":"b"}"#);
+}
+
+#[test]
+fn a_failing_record_is_named_and_the_others_still_route() {
+    let input = "{\"data\":\"ok\"}\n{\"data\":\"boom\"}\n{\"data\":\"empty-key\"}\n{\"data\":\"fine\"}\n";
+    let (out, lines) = route("hostile", r#""mixed:boom,empty-key""#, "a,b", input);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["deliveries"].as_array().unwrap().len(), 2);
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(error.contains("boom at record 0"), "{error}");
+    assert_eq!(lines[2]["deliveries"][0]["refused"], "empty partition key");
+    assert_eq!(lines[2]["deliveries"][0]["changed"], serde_json::json!(["partition_key"]));
+    assert_eq!(lines[3]["deliveries"][1]["output"], "b");
+}
+
+#[test]
+fn bad_input_and_bad_plugin_config_exit_2_naming_the_problem() {
+    let (out, _) = route("replicate", "{}", "a", "{\"data\":\"x\"}\n{\"nope\":1}\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("records.jsonl: line 2"), "{stderr}");
+    let (out, _) = route("route_by_field", r#"{"routes":{}}"#, "a", "{\"data\":\"x\"}\n");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugin init failed") && stderr.contains("field"), "{stderr}");
+}
