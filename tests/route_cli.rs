@@ -75,3 +75,67 @@ fn bad_input_and_bad_plugin_config_exit_2_naming_the_problem() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("plugin init failed") && stderr.contains("field"), "{stderr}");
 }
+
+/// Each shipped plugin, built for wasm32-wasip2, through the host.
+#[test]
+fn shipped_plugins_route_as_documented() {
+    let input = concat!(
+        "{\"data\":{\"type\":\"order\",\"amount\":250,\"user\":{\"id\":7,\"email\":\"a@b\"}},\"partition_key\":\"k1\"}\n",
+        "{\"data\":{\"type\":\"refund\",\"amount\":50,\"user\":{\"id\":8,\"email\":\"c@d\"}},\"partition_key\":\"k2\"}\n",
+        "{\"data\":\"not json\",\"partition_key\":\"k3\"}\n",
+    );
+    let outputs = |line: &Value| -> Vec<String> {
+        line["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["output"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let (out, lines) = route(
+        "filter",
+        r#"{"conditions":[{"field":"type","equals":"order"},{"field":"amount","gte":100}],"outputs":["big"]}"#,
+        "big,other",
+        input,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(outputs(&lines[0]), ["big"]);
+    assert!(outputs(&lines[1]).is_empty());
+    assert!(outputs(&lines[2]).is_empty(), "non-JSON is dropped by default");
+
+    let (out, lines) = route("redact", r#"{"mask":["user.email"],"remove":["amount"]}"#, "clean", input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = &lines[0]["deliveries"][0];
+    assert_eq!(first["changed"], serde_json::json!(["data"]));
+    let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["user"]["email"], "***");
+    assert!(data.get("amount").is_none());
+    assert!(outputs(&lines[2]).is_empty(), "non-JSON is dropped by default");
+
+    let (out, lines) = route("repartition", r#"{"template":"user-{user.id}"}"#, "a", input);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lines[0]["deliveries"][0]["partition_key"], "user-7");
+    assert_eq!(lines[0]["deliveries"][0]["changed"], serde_json::json!(["partition_key"]));
+    assert_eq!(lines[1]["deliveries"][0]["partition_key"], "user-8");
+    assert_eq!(lines[2]["deliveries"][0]["partition_key"], "k3", "missing keeps the key");
+
+    let many: String = (0..400)
+        .map(|i| format!("{{\"data\":\"r{i}\",\"partition_key\":\"user-{}\"}}\n", i % 100))
+        .collect();
+    let (out, lines) = route("sample", r#"{"fraction":0.25,"all":["full"]}"#, "sampled,full", &many);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut sampled_keys = std::collections::BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let outs = outputs(line);
+        assert!(outs.contains(&"full".to_string()));
+        sampled_keys
+            .entry(i % 100)
+            .or_insert_with(Vec::new)
+            .push(outs.contains(&"sampled".to_string()));
+    }
+    // The same key is always in or always out; about a quarter of the keys are in.
+    assert!(sampled_keys.values().all(|v| v.iter().all(|&s| s == v[0])));
+    let n = sampled_keys.values().filter(|v| v[0]).count();
+    assert!((10..=40).contains(&n), "{n} of 100 keys sampled at 0.25");
+}

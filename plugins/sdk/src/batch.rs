@@ -3,6 +3,21 @@
 
 use crate::bindings::distributary::plugin::types::Batch as WitBatch;
 
+/// One record of a batch, borrowed from the batch's columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'b> {
+    /// Its index in the batch: what [`crate::Decisions`] names it by.
+    pub index: u32,
+    pub data: &'b [u8],
+    pub partition_key: &'b str,
+    pub explicit_hash_key: Option<&'b str>,
+    pub sequence_number: &'b str,
+    /// Position inside a KPL aggregate; 0 for a plain record.
+    pub sub_sequence_number: u64,
+    /// Approximate arrival time, milliseconds since the Unix epoch.
+    pub arrival_ms: i64,
+}
+
 /// A batch of records from one source shard, in source order.
 pub struct Batch {
     raw: WitBatch,
@@ -78,6 +93,24 @@ impl Batch {
             }
         }
         Ok(Batch { raw })
+    }
+
+    /// Record `i` with all its fields.
+    pub fn record(&self, i: u32) -> Record<'_> {
+        Record {
+            index: i,
+            data: self.data(i),
+            partition_key: self.partition_key(i),
+            explicit_hash_key: self.explicit_hash_key(i),
+            sequence_number: self.sequence_number(i),
+            sub_sequence_number: self.sub_sequence_number(i),
+            arrival_ms: self.arrival_ms(i),
+        }
+    }
+
+    /// Every record, in source order.
+    pub fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        (0..self.len()).map(|i| self.record(i))
     }
 
     /// Number of records.

@@ -31,8 +31,9 @@ pub mod bindings {
 
 mod batch;
 mod decisions;
+pub mod json;
 
-pub use batch::Batch;
+pub use batch::{Batch, Record};
 pub use bindings::distributary::plugin::log::Level;
 pub use decisions::{Decisions, Rewrite};
 
@@ -52,6 +53,32 @@ impl Init {
             .iter()
             .position(|o| o == name)
             .map(|i| i as u32)
+    }
+
+    /// The index of the output called `name`, or an error naming the config
+    /// key it came from and the outputs the pipeline has.
+    pub fn output(&self, name: &str, key: &str) -> Result<u32, String> {
+        self.output_index(name).ok_or_else(|| {
+            format!(
+                "plugin_config.{key}: output {name:?} is not one of the pipeline's outputs {:?}",
+                self.outputs
+            )
+        })
+    }
+
+    /// The indexes of the outputs named in `names` (each checked as by
+    /// [`Init::output`]), or of every output when `names` is `None`.
+    pub fn outputs_or_all(&self, names: Option<&[String]>, key: &str) -> Result<Vec<u32>, String> {
+        match names {
+            Some(names) => names.iter().map(|n| self.output(n, key)).collect(),
+            None => Ok((0..self.outputs.len() as u32).collect()),
+        }
+    }
+
+    /// `plugin_config` parsed into `T`; errors start with `plugin_config:`.
+    /// Tip: `#[serde(deny_unknown_fields)]` on `T` turns a typo into an error.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(&self.config).map_err(|e| format!("plugin_config: {e}"))
     }
 }
 
