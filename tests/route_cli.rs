@@ -38,7 +38,11 @@ fn route_by_field_dry_run_shows_each_records_destination() {
         "copy-a,rest",
         input,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lines.len(), 3);
     let first = &lines[0]["deliveries"];
     assert_eq!(first.as_array().unwrap().len(), 1);
@@ -52,7 +56,8 @@ fn route_by_field_dry_run_shows_each_records_destination() {
 
 #[test]
 fn a_failing_record_is_named_and_the_others_still_route() {
-    let input = "{\"data\":\"ok\"}\n{\"data\":\"boom\"}\n{\"data\":\"empty-key\"}\n{\"data\":\"fine\"}\n";
+    let input =
+        "{\"data\":\"ok\"}\n{\"data\":\"boom\"}\n{\"data\":\"empty-key\"}\n{\"data\":\"fine\"}\n";
     let (out, lines) = route("hostile", r#""mixed:boom,empty-key""#, "a,b", input);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(lines.len(), 4);
@@ -60,7 +65,10 @@ fn a_failing_record_is_named_and_the_others_still_route() {
     let error = lines[1]["error"].as_str().unwrap();
     assert!(error.contains("boom at record 0"), "{error}");
     assert_eq!(lines[2]["deliveries"][0]["refused"], "empty partition key");
-    assert_eq!(lines[2]["deliveries"][0]["changed"], serde_json::json!(["partition_key"]));
+    assert_eq!(
+        lines[2]["deliveries"][0]["changed"],
+        serde_json::json!(["partition_key"])
+    );
     assert_eq!(lines[3]["deliveries"][1]["output"], "b");
 }
 
@@ -70,10 +78,18 @@ fn bad_input_and_bad_plugin_config_exit_2_naming_the_problem() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("records.jsonl: line 2"), "{stderr}");
-    let (out, _) = route("route_by_field", r#"{"routes":{}}"#, "a", "{\"data\":\"x\"}\n");
+    let (out, _) = route(
+        "route_by_field",
+        r#"{"routes":{}}"#,
+        "a",
+        "{\"data\":\"x\"}\n",
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin init failed") && stderr.contains("field"), "{stderr}");
+    assert!(
+        stderr.contains("plugin init failed") && stderr.contains("field"),
+        "{stderr}"
+    );
 }
 
 /// Each shipped plugin, built for wasm32-wasip2, through the host.
@@ -99,32 +115,80 @@ fn shipped_plugins_route_as_documented() {
         "big,other",
         input,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(outputs(&lines[0]), ["big"]);
     assert!(outputs(&lines[1]).is_empty());
-    assert!(outputs(&lines[2]).is_empty(), "non-JSON is dropped by default");
+    assert!(
+        outputs(&lines[2]).is_empty(),
+        "non-JSON is dropped by default"
+    );
 
-    let (out, lines) = route("redact", r#"{"mask":["user.email"],"remove":["amount"]}"#, "clean", input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, lines) = route(
+        "redact",
+        r#"{"mask":["user.email"],"remove":["amount"]}"#,
+        "clean",
+        input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = &lines[0]["deliveries"][0];
     assert_eq!(first["changed"], serde_json::json!(["data"]));
     let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
     assert_eq!(data["user"]["email"], "***");
     assert!(data.get("amount").is_none());
-    assert!(outputs(&lines[2]).is_empty(), "non-JSON is dropped by default");
+    assert!(
+        outputs(&lines[2]).is_empty(),
+        "non-JSON is dropped by default"
+    );
 
-    let (out, lines) = route("repartition", r#"{"template":"user-{user.id}"}"#, "a", input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, lines) = route(
+        "repartition",
+        r#"{"template":"user-{user.id}"}"#,
+        "a",
+        input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lines[0]["deliveries"][0]["partition_key"], "user-7");
-    assert_eq!(lines[0]["deliveries"][0]["changed"], serde_json::json!(["partition_key"]));
+    assert_eq!(
+        lines[0]["deliveries"][0]["changed"],
+        serde_json::json!(["partition_key"])
+    );
     assert_eq!(lines[1]["deliveries"][0]["partition_key"], "user-8");
-    assert_eq!(lines[2]["deliveries"][0]["partition_key"], "k3", "missing keeps the key");
+    assert_eq!(
+        lines[2]["deliveries"][0]["partition_key"], "k3",
+        "missing keeps the key"
+    );
 
     let many: String = (0..400)
-        .map(|i| format!("{{\"data\":\"r{i}\",\"partition_key\":\"user-{}\"}}\n", i % 100))
+        .map(|i| {
+            format!(
+                "{{\"data\":\"r{i}\",\"partition_key\":\"user-{}\"}}\n",
+                i % 100
+            )
+        })
         .collect();
-    let (out, lines) = route("sample", r#"{"fraction":0.25,"all":["full"]}"#, "sampled,full", &many);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, lines) = route(
+        "sample",
+        r#"{"fraction":0.25,"all":["full"]}"#,
+        "sampled,full",
+        &many,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut sampled_keys = std::collections::BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
         let outs = outputs(line);

@@ -51,7 +51,8 @@ impl Router {
     }
 }
 
-fn replicate(records: &[SourceRecord], outputs: usize) -> Vec<Vec<OutRecord>> {
+/// Every record, unchanged, to each of `outputs` outputs.
+pub fn replicate(records: &[SourceRecord], outputs: usize) -> Vec<Vec<OutRecord>> {
     (0..outputs)
         .map(|_| {
             records

@@ -7,21 +7,46 @@ use crate::record::{OutRecord, SourceRecord};
 
 /// Packs a shard's records into the columnar batch of the contract.
 pub fn pack(source: &str, shard_id: &str, records: &[SourceRecord]) -> Batch {
-    let n = records.len();
-    let mut batch = Batch {
-        source: source.to_string(),
-        shard_id: shard_id.to_string(),
-        data: Vec::with_capacity(records.iter().map(|r| r.data.len()).sum()),
-        data_ends: Vec::with_capacity(n),
-        partition_keys: String::with_capacity(records.iter().map(|r| r.partition_key.len()).sum()),
-        partition_key_ends: Vec::with_capacity(n),
+    let mut batch = empty();
+    pack_into(&mut batch, source, shard_id, records);
+    batch
+}
+
+/// An empty batch, to pack into again and again.
+pub fn empty() -> Batch {
+    Batch {
+        source: String::new(),
+        shard_id: String::new(),
+        data: Vec::new(),
+        data_ends: Vec::new(),
+        partition_keys: String::new(),
+        partition_key_ends: Vec::new(),
         explicit_hash_keys: String::new(),
-        explicit_hash_key_ends: Vec::with_capacity(n),
-        sequence_numbers: String::with_capacity(n * 56),
-        sequence_number_ends: Vec::with_capacity(n),
-        sub_sequence_numbers: Vec::with_capacity(n),
-        arrival_times: Vec::with_capacity(n),
-    };
+        explicit_hash_key_ends: Vec::new(),
+        sequence_numbers: String::new(),
+        sequence_number_ends: Vec::new(),
+        sub_sequence_numbers: Vec::new(),
+        arrival_times: Vec::new(),
+    }
+}
+
+/// Packs into `batch`, reusing its buffers: a plugin instance keeps one, so
+/// that routing a batch allocates no fresh (page-faulting) column buffers.
+pub fn pack_into(batch: &mut Batch, source: &str, shard_id: &str, records: &[SourceRecord]) {
+    batch.source.clear();
+    batch.source.push_str(source);
+    batch.shard_id.clear();
+    batch.shard_id.push_str(shard_id);
+    batch.data.clear();
+    batch.data_ends.clear();
+    batch.partition_keys.clear();
+    batch.partition_key_ends.clear();
+    batch.explicit_hash_keys.clear();
+    batch.explicit_hash_key_ends.clear();
+    batch.sequence_numbers.clear();
+    batch.sequence_number_ends.clear();
+    batch.sub_sequence_numbers.clear();
+    batch.arrival_times.clear();
     for r in records {
         batch.data.extend_from_slice(&r.data);
         batch.data_ends.push(batch.data.len() as u32);
@@ -42,7 +67,6 @@ pub fn pack(source: &str, shard_id: &str, records: &[SourceRecord]) -> Batch {
         batch.sub_sequence_numbers.push(r.sub_sequence_number);
         batch.arrival_times.push(r.arrival_ms);
     }
-    batch
 }
 
 /// Turns decisions into one ordered record list per output (indexed like the
@@ -126,7 +150,9 @@ pub fn unpack(
         });
     }
     for list in &mut per_output {
-        list.sort_by_key(|r| r.source_index);
+        if !list.is_sorted_by_key(|r| r.source_index) {
+            list.sort_by_key(|r| r.source_index);
+        }
     }
     Ok(per_output)
 }

@@ -7,7 +7,8 @@
 //! thread advances the engine's epoch every `EPOCH_TICK`), and a linear-memory
 //! cap through `StoreLimits`.
 
-use super::batch::{pack, unpack};
+use super::batch::{empty, pack_into, unpack};
+use super::bindings::distributary::plugin::types::Batch;
 use super::bindings::{Router, RouterPre};
 use super::cache::{ArtifactCache, compile, digest};
 use super::host::HostState;
@@ -81,6 +82,8 @@ pub struct PluginSpec {
 struct Instance {
     store: Store<HostState>,
     router: Router,
+    /// Column buffers reused from batch to batch.
+    batch: Batch,
 }
 
 /// One loaded version of a pipeline's plugin.
@@ -170,7 +173,11 @@ impl Plugin {
             .instantiate(&mut store)
             .map_err(|e| PluginError::Init(format!("instantiation failed: {e:#}")))?;
         match router.call_init(&mut store, &self.spec.config_json, &self.spec.outputs) {
-            Ok(Ok(())) => Ok(Instance { store, router }),
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                router,
+                batch: empty(),
+            }),
             Ok(Err(message)) => Err(PluginError::Init(message)),
             Err(e) => Err(PluginError::Init(
                 describe_trap(&e, INIT_TIMEOUT, store.data().last_error.as_deref()).to_string(),
@@ -201,12 +208,14 @@ impl Plugin {
         shard_id: &str,
         records: &[SourceRecord],
     ) -> Result<Vec<Vec<OutRecord>>, PluginError> {
-        let batch = pack(source, shard_id, records);
         let mut instance = self.take()?;
+        pack_into(&mut instance.batch, source, shard_id, records);
         let timeout = Duration::from_millis(self.spec.limits.batch_timeout_ms);
         instance.store.set_epoch_deadline(ticks(timeout));
         instance.store.data_mut().last_error = None;
-        let result = instance.router.call_route(&mut instance.store, &batch);
+        let result = instance
+            .router
+            .call_route(&mut instance.store, &instance.batch);
         match result {
             Ok(Ok(decisions)) => {
                 self.give_back(instance);

@@ -235,12 +235,21 @@ mod tests {
     #[test]
     fn configuration_errors_name_the_key() {
         let e = filter(r#"{"conditions":[{"field":"a"}]}"#).err().unwrap();
-        assert!(e.starts_with("plugin_config.conditions[0]: give a test"), "{e}");
-        let e = filter(r#"{"conditions":[{"field":"a","equals":1}],"outputs":["c"]}"#).err().unwrap();
+        assert!(
+            e.starts_with("plugin_config.conditions[0]: give a test"),
+            "{e}"
+        );
+        let e = filter(r#"{"conditions":[{"field":"a","equals":1}],"outputs":["c"]}"#)
+            .err()
+            .unwrap();
         assert!(e.contains("plugin_config.outputs: output \"c\""), "{e}");
-        let e = filter(r#"{"conditions":[{"field":"a","eq":1}]}"#).err().unwrap();
+        let e = filter(r#"{"conditions":[{"field":"a","eq":1}]}"#)
+            .err()
+            .unwrap();
         assert!(e.contains("unknown field `eq`"), "{e}");
-        let e = filter(r#"{"conditions":[{"field":"a..b","exists":true}]}"#).err().unwrap();
+        let e = filter(r#"{"conditions":[{"field":"a..b","exists":true}]}"#)
+            .err()
+            .unwrap();
         assert!(e.starts_with("plugin_config.conditions[0].field"), "{e}");
     }
 }

@@ -160,7 +160,8 @@ mod tests {
 
     #[test]
     fn masks_and_removes_nested_and_wildcard_fields() {
-        let r = redact(r#"{"mask":["user.email","cards.*.number"],"remove":["user.ssn"]}"#).unwrap();
+        let r =
+            redact(r#"{"mask":["user.email","cards.*.number"],"remove":["user.ssn"]}"#).unwrap();
         let out = redacted(
             &r,
             json!({"user": {"email": "a@b", "ssn": "1", "name": "A"}, "cards": [{"number": "4111"}, {"number": "5500"}]}),

@@ -181,8 +181,14 @@ mod tests {
     #[test]
     fn field_and_template_keys() {
         let r = repartition(r#"{"field":"user.id"}"#).unwrap();
-        assert_eq!(r.key_for(br#"{"user":{"id":42}}"#), Outcome::Key("42".into()));
-        assert_eq!(r.key_for(br#"{"user":{"id":"u-1"}}"#), Outcome::Key("u-1".into()));
+        assert_eq!(
+            r.key_for(br#"{"user":{"id":42}}"#),
+            Outcome::Key("42".into())
+        );
+        assert_eq!(
+            r.key_for(br#"{"user":{"id":"u-1"}}"#),
+            Outcome::Key("u-1".into())
+        );
         let r = repartition(r#"{"template":"{tenant}/{{{user.id}}}"}"#).unwrap();
         assert_eq!(
             r.key_for(br#"{"tenant":"t1","user":{"id":true}}"#),
@@ -206,7 +212,12 @@ mod tests {
 
     #[test]
     fn configuration_errors_name_the_key() {
-        assert!(repartition("{}").err().unwrap().contains("`field` or `template`"));
+        assert!(
+            repartition("{}")
+                .err()
+                .unwrap()
+                .contains("`field` or `template`")
+        );
         assert!(repartition(r#"{"field":"a","template":"{a}"}"#).is_err());
         let e = repartition(r#"{"template":"static"}"#).err().unwrap();
         assert!(e.contains("names no field"), "{e}");

@@ -4,15 +4,17 @@
 //! a record whose top-level `tenant` is `"a"` goes to `out-a`; any other value,
 //! a record without the field, or one that is not a JSON object goes to
 //! `default`, or is dropped when there is no default. Numbers and booleans match
-//! by their JSON text (`5`, `true`). Only the one field is decoded; the rest of
-//! the document is skipped without allocation.
+//! by their JSON text (`5`, `true`). Only the one field is decoded: the
+//! record is scanned up to it (`scan`), and what follows is not read.
 
 use distributary_plugin_sdk::{Batch, Decisions, Init, Plugin, export_plugin};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+
+mod scan;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,41 +61,13 @@ impl RouteByField {
 
     /// The output index for one record's data, or `None` to drop it.
     pub fn decide(&self, data: &[u8]) -> Option<u32> {
-        let mut de = serde_json::Deserializer::from_slice(data);
-        match (FieldSeed { field: &self.field }).deserialize(&mut de) {
-            Ok(Some(value)) => self.routes.get(value.as_ref()).copied().or(self.default),
-            _ => self.default,
+        let value = scan::find_field(data, &self.field)
+            .and_then(|raw| serde_json::from_slice::<Scalar>(raw).ok())
+            .and_then(|scalar| scalar.0);
+        match value {
+            Some(value) => self.routes.get(value.as_ref()).copied().or(self.default),
+            None => self.default,
         }
-    }
-}
-
-/// Finds one top-level field of a JSON object and returns it as text if it is a scalar.
-struct FieldSeed<'f> {
-    field: &'f str,
-}
-
-impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
-    type Value = Option<Cow<'de, str>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldSeed<'_> {
-    type Value = Option<Cow<'de, str>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if found.is_none() && key == self.field {
-                found = map.next_value::<Scalar<'de>>()?.0;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
     }
 }
 

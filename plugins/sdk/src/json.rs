@@ -13,7 +13,9 @@ impl Path {
     /// Parses `a.b.c`; an empty path or an empty segment is an error naming `key`.
     pub fn parse(text: &str, key: &str) -> Result<Path, String> {
         if text.is_empty() || text.split('.').any(str::is_empty) {
-            return Err(format!("{key}: {text:?} is not a field path (like user.email)"));
+            return Err(format!(
+                "{key}: {text:?} is not a field path (like user.email)"
+            ));
         }
         Ok(Path(text.split('.').map(str::to_string).collect()))
     }
@@ -124,6 +126,9 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(v["items"][1]["card"], "***");
         assert_eq!(path("items.*.n").remove(&mut v), 2);
-        assert_eq!(v, json!({"items": [{"card": "***"}, {"card": "***"}, {}], "card": 9}));
+        assert_eq!(
+            v,
+            json!({"items": [{"card": "***"}, {"card": "***"}, {}], "card": 9})
+        );
     }
 }
