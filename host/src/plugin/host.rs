@@ -4,7 +4,8 @@
 //! guests built with componentize-py) import it through their standard
 //! library, but every capability in it is denied or emptied:
 //! no preopened directories (opening any file fails), no environment, no
-//! arguments, no sockets or name lookup, no inherited stdio; both clocks are
+//! arguments, no sockets or name lookup, no inherited stdio (output is kept
+//! in a small tail for error messages, see `output`); both clocks are
 //! frozen at zero (the wall clock reads 1970-01-01T00:00:00Z, the monotonic
 //! clock never advances) and both random sources return zeros. A plugin is
 //! thus a pure function of its configuration and its input: the same batch
@@ -14,6 +15,7 @@
 
 use super::bindings::distributary::plugin::log::{Host as LogHost, Level};
 use super::bindings::distributary::plugin::types::Host as TypesHost;
+use super::output::OutputTail;
 use std::time::{Duration, Instant};
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{
@@ -37,14 +39,18 @@ pub struct HostState {
     /// The last error-level line logged during the current call (the SDK's
     /// panic hook logs the panic message there), to explain a trap.
     pub last_error: Option<String>,
+    /// The tail of what the instance wrote to stdout and stderr.
+    pub output: OutputTail,
 }
 
 impl HostState {
     pub fn new(pipeline: &str, limits: StoreLimits) -> Self {
+        let output = OutputTail::default();
         HostState {
             pipeline: pipeline.to_string(),
             limits,
-            wasi: deny_all(),
+            wasi: deny_all(&output),
+            output,
             table: ResourceTable::new(),
             log_window: Instant::now(),
             log_lines: 0,
@@ -55,8 +61,10 @@ impl HostState {
 }
 
 /// The WASI context of every plugin instance: nothing to reach, nothing that varies.
-fn deny_all() -> WasiCtx {
+fn deny_all(output: &OutputTail) -> WasiCtx {
     WasiCtxBuilder::new()
+        .stdout(output.clone())
+        .stderr(output.clone())
         .wall_clock(FrozenClock)
         .monotonic_clock(FrozenClock)
         .secure_random(Deterministic::new(vec![0]))

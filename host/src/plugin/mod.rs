@@ -3,6 +3,7 @@
 //! - `bindings`: the host bindings generated from the WIT contract;
 //! - `host`: the per-Store state a plugin sees (no files, env, network,
 //!   clock or randomness) and the `log` import;
+//! - `output`: keeps the tail of a plugin's stdout/stderr for error messages;
 //! - `batch`: packs source records into the columnar WIT batch, and turns the
 //!   plugin's decisions back into per-output record lists, checking them;
 //! - `cache`: compiles a component, through an on-disk cache of compiled
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod cache;
 pub mod host;
 pub mod live;
+pub mod output;
 pub mod runtime;
 pub mod watch;
 

@@ -179,9 +179,16 @@ impl Plugin {
                 batch: empty(),
             }),
             Ok(Err(message)) => Err(PluginError::Init(message)),
-            Err(e) => Err(PluginError::Init(
-                describe_trap(&e, INIT_TIMEOUT, store.data().last_error.as_deref()).to_string(),
-            )),
+            Err(e) => {
+                let state = store.data();
+                let said = state.last_error.clone().or_else(|| {
+                    let output = state.output.take();
+                    (!output.is_empty()).then_some(output)
+                });
+                Err(PluginError::Init(
+                    describe_trap(&e, INIT_TIMEOUT, said.as_deref()).to_string(),
+                ))
+            }
         }
     }
 
@@ -213,6 +220,7 @@ impl Plugin {
         let timeout = Duration::from_millis(self.spec.limits.batch_timeout_ms);
         instance.store.set_epoch_deadline(ticks(timeout));
         instance.store.data_mut().last_error = None;
+        instance.store.data().output.take();
         let result = instance
             .router
             .call_route(&mut instance.store, &instance.batch);
@@ -228,7 +236,12 @@ impl Plugin {
             }
             // The Store trapped: drop it with the instance; a new one is made on next use.
             Err(e) => {
-                let error = describe_trap(&e, timeout, instance.store.data().last_error.as_deref());
+                let state = instance.store.data();
+                let said = state.last_error.clone().or_else(|| {
+                    let output = state.output.take();
+                    (!output.is_empty()).then_some(output)
+                });
+                let error = describe_trap(&e, timeout, said.as_deref());
                 tracing::debug!(pipeline = %self.spec.pipeline, trap = %format!("{e:#}"), "plugin trap, with its wasm backtrace");
                 Err(error)
             }
