@@ -34,10 +34,14 @@ async fn the_python_plugin_routes_like_route_by_field_and_its_compilation_is_cac
         eprintln!("skipped: DISTRIBUTARY_SKIP_PYTHON is set");
         return;
     }
-    let (kinesis, client) =
-        kinesis_with_streams(&[("input", 2), ("tenant-a", 1), ("tenant-b", 1), ("others", 1)])
-            .await
-            .unwrap();
+    let (kinesis, client) = kinesis_with_streams(&[
+        ("input", 2),
+        ("tenant-a", 1),
+        ("tenant-b", 1),
+        ("others", 1),
+    ])
+    .await
+    .unwrap();
     let tenants = ["a", "b", "c"];
     let records: Vec<Rec> = (0..300)
         .map(|i| Rec {
@@ -67,7 +71,9 @@ async fn the_python_plugin_routes_like_route_by_field_and_its_compilation_is_cac
     for (stream, tenant) in [("tenant-a", "a"), ("tenant-b", "b"), ("others", "c")] {
         let want: Vec<Rec> = records
             .iter()
-            .filter(|r| String::from_utf8_lossy(&r.data).contains(&format!("\"tenant\":\"{tenant}\"")))
+            .filter(|r| {
+                String::from_utf8_lossy(&r.data).contains(&format!("\"tenant\":\"{tenant}\""))
+            })
             .cloned()
             .collect();
         let got = wait_for_settled(&client, stream, want.len(), Duration::from_secs(120))
@@ -82,9 +88,18 @@ async fn the_python_plugin_routes_like_route_by_field_and_its_compilation_is_cac
     let running = Distributary::start(&config).unwrap();
     let warm = wait_for_log_count(&running, "distributary running", 2);
     running.stop_cleanly();
-    assert_eq!(running_compiles(&config), 1, "the second start compiled again");
-    println!("python plugin (18 MB component): start-up to running: cold {cold:?} (compiling), warm {warm:?} (compiled artifact from the cache)");
-    assert!(warm < cold, "warm start {warm:?} not faster than cold {cold:?}");
+    assert_eq!(
+        running_compiles(&config),
+        1,
+        "the second start compiled again"
+    );
+    println!(
+        "python plugin (18 MB component): start-up to running: cold {cold:?} (compiling), warm {warm:?} (compiled artifact from the cache)"
+    );
+    assert!(
+        warm < cold,
+        "warm start {warm:?} not faster than cold {cold:?}"
+    );
 }
 
 /// How many times the runs logged to this config's log compiled a plugin.

@@ -203,3 +203,49 @@ fn shipped_plugins_route_as_documented() {
     let n = sampled_keys.values().filter(|v| v[0]).count();
     assert!((10..=40).contains(&n), "{n} of 100 keys sampled at 0.25");
 }
+
+/// The template's dry run, as docs/plugins.md shows it.
+#[test]
+fn the_plugin_template_routes_its_sample_records() {
+    let input =
+        std::fs::read_to_string(root().join("examples/plugin-template/records.jsonl")).unwrap();
+    let (out, lines) = route(
+        "my_plugin",
+        r#"{"keyword":"ERROR","matched":"alerts","others":"archive","key_prefix":"alert-"}"#,
+        "alerts,archive",
+        &input,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lines[0]["deliveries"][0]["output"], "alerts");
+    assert_eq!(lines[0]["deliveries"][0]["partition_key"], "alert-host-1");
+    assert_eq!(lines[1]["deliveries"][0]["output"], "archive");
+    assert_eq!(lines[2]["deliveries"][0]["output"], "alerts");
+}
+
+/// Every example configuration passes `distributary check` (plugins included).
+#[test]
+fn every_example_config_checks() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(distributary_bin())
+                .args(["check", "--config"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example configs");
+}
