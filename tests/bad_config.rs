@@ -111,17 +111,7 @@ fn a_good_config_checks() {
     let path = dir
         .write_config("good.toml", &GOOD.replace("ENDPOINT", "http://127.0.0.1:9"))
         .unwrap();
-    let out = Command::new(distributary_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = check_ok(&path);
     assert!(
         stdout.contains("pipeline p: input -> [a, b] via replicate (native)"),
         "{stdout}"

@@ -233,17 +233,7 @@ fn every_example_config_checks() {
     for entry in std::fs::read_dir(root().join("examples")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(distributary_bin())
-                .args(["check", "--config"])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            check_ok(&path);
             checked += 1;
         }
     }

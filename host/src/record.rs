@@ -45,6 +45,22 @@ pub fn compare_sequence(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// Records with the given data, keys `k0, k1, ...` and sequence numbers from 1000: for tests.
+#[cfg(test)]
+pub fn test_records(data: &[&[u8]]) -> Vec<SourceRecord> {
+    data.iter()
+        .enumerate()
+        .map(|(i, d)| SourceRecord {
+            data: d.to_vec(),
+            partition_key: format!("k{i}"),
+            explicit_hash_key: None,
+            sequence_number: format!("{}", 1000 + i),
+            sub_sequence_number: 0,
+            arrival_ms: 0,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::compare_sequence;

@@ -395,6 +395,22 @@ fn assert_complete(stream: &str, expected: &[Rec], got: &[ReadRec], duplicates_a
     );
 }
 
+/// Runs `distributary check --config <config>` and asserts it succeeds; returns its stdout.
+pub fn check_ok(config: &Path) -> String {
+    let out = Command::new(distributary_bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run distributary check: {e}"));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A running `distributary run` child process.
 pub struct Distributary {
     child: Child,

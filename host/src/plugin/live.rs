@@ -162,16 +162,7 @@ mod tests {
     const CONFIG: &str = r#"{"field":"x","default":"b"}"#;
 
     fn records(n: usize) -> Vec<SourceRecord> {
-        (0..n)
-            .map(|i| SourceRecord {
-                data: b"{}".to_vec(),
-                partition_key: format!("k{i}"),
-                explicit_hash_key: None,
-                sequence_number: format!("{}", 1000 + i),
-                sub_sequence_number: 0,
-                arrival_ms: 0,
-            })
-            .collect()
+        crate::record::test_records(&vec![&b"{}"[..]; n])
     }
 
     /// Copies `name` over `path` the way deployments do: a temporary file, then a rename.

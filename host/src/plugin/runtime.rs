@@ -319,17 +319,8 @@ pub(crate) mod tests {
     }
 
     fn records(data: &[&str]) -> Vec<SourceRecord> {
-        data.iter()
-            .enumerate()
-            .map(|(i, d)| SourceRecord {
-                data: d.as_bytes().to_vec(),
-                partition_key: format!("k{i}"),
-                explicit_hash_key: None,
-                sequence_number: format!("{}", 1000 + i),
-                sub_sequence_number: 0,
-                arrival_ms: 0,
-            })
-            .collect()
+        let data: Vec<&[u8]> = data.iter().map(|d| d.as_bytes()).collect();
+        crate::record::test_records(&data)
     }
 
     #[test]

@@ -178,9 +178,7 @@ impl Plugin for Filter {
     fn route(&mut self, batch: &Batch, out: &mut Decisions) -> Result<(), String> {
         for record in batch.records() {
             if self.passes(record.data) {
-                for &output in &self.outputs {
-                    out.deliver(record.index, output);
-                }
+                out.deliver_each(record.index, &self.outputs);
             }
         }
         Ok(())

@@ -117,20 +117,15 @@ impl Plugin for Redact {
         for record in batch.records() {
             match self.redact(record.data) {
                 Outcome::Dropped => {}
-                Outcome::Unchanged => {
-                    for &output in &self.outputs {
-                        out.deliver(record.index, output);
-                    }
-                }
-                Outcome::Redacted(data) => {
-                    for &output in &self.outputs {
-                        let rewrite = Rewrite {
-                            data: Some(data.clone()),
-                            ..Rewrite::default()
-                        };
-                        out.deliver_rewritten(record.index, output, rewrite);
-                    }
-                }
+                Outcome::Unchanged => out.deliver_each(record.index, &self.outputs),
+                Outcome::Redacted(data) => out.deliver_each_rewritten(
+                    record.index,
+                    &self.outputs,
+                    Rewrite {
+                        data: Some(data),
+                        ..Rewrite::default()
+                    },
+                ),
             }
         }
         Ok(())

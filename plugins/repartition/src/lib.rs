@@ -145,20 +145,15 @@ impl Plugin for Repartition {
         for record in batch.records() {
             match self.key_for(record.data) {
                 Outcome::Drop => {}
-                Outcome::Keep => {
-                    for &output in &self.outputs {
-                        out.deliver(record.index, output);
-                    }
-                }
-                Outcome::Key(key) => {
-                    for &output in &self.outputs {
-                        let rewrite = Rewrite {
-                            partition_key: Some(key.clone()),
-                            ..Rewrite::default()
-                        };
-                        out.deliver_rewritten(record.index, output, rewrite);
-                    }
-                }
+                Outcome::Keep => out.deliver_each(record.index, &self.outputs),
+                Outcome::Key(key) => out.deliver_each_rewritten(
+                    record.index,
+                    &self.outputs,
+                    Rewrite {
+                        partition_key: Some(key),
+                        ..Rewrite::default()
+                    },
+                ),
             }
         }
         Ok(())

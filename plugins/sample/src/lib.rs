@@ -76,13 +76,9 @@ impl Plugin for Sample {
 
     fn route(&mut self, batch: &Batch, out: &mut Decisions) -> Result<(), String> {
         for record in batch.records() {
-            for &output in &self.all {
-                out.deliver(record.index, output);
-            }
+            out.deliver_each(record.index, &self.all);
             if self.sampled(record.partition_key) {
-                for &output in &self.sampled {
-                    out.deliver(record.index, output);
-                }
+                out.deliver_each(record.index, &self.sampled);
             }
         }
         Ok(())

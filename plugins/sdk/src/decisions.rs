@@ -48,6 +48,20 @@ impl Decisions {
         });
     }
 
+    /// Sends record `record` unchanged to each of `outputs`.
+    pub fn deliver_each(&mut self, record: u32, outputs: &[u32]) {
+        for &output in outputs {
+            self.deliver(record, output);
+        }
+    }
+
+    /// Sends record `record` to each of `outputs` with the same changes.
+    pub fn deliver_each_rewritten(&mut self, record: u32, outputs: &[u32], rewrite: Rewrite) {
+        for &output in outputs {
+            self.deliver_rewritten(record, output, rewrite.clone());
+        }
+    }
+
     /// Number of deliveries so far.
     pub fn len(&self) -> usize {
         self.records.len()
