@@ -1,6 +1,7 @@
 //! The operator endpoints: `/healthz` is 200 while the process runs;
 //! `/readyz` is 200 once running and turns 503, naming the pipeline, when a
-//! pipeline halts, while the healthy pipeline keeps delivering.
+//! pipeline halts, while the healthy pipeline keeps delivering; `/metrics`
+//! counts what each pipeline, output and shard reader did.
 
 use distributary_e2e::*;
 use std::io::{Read, Write};
@@ -21,6 +22,13 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     Some((status, body))
+}
+
+/// The value of one series (name and labels, exactly as exposed) in a metrics text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,6 +87,44 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
+
+    let (status, text) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    let value =
+        |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        value(r#"distributary_pipeline_records_in_total{pipeline="p"}"#),
+        50.0
+    );
+    assert_eq!(
+        value(r#"distributary_pipeline_routed_total{pipeline="p",output="a"}"#),
+        50.0
+    );
+    assert_eq!(
+        value(r#"distributary_output_records_written_total{output="a"}"#),
+        50.0
+    );
+    assert_eq!(
+        value(r#"distributary_pipeline_dropped_total{pipeline="p"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(r#"distributary_pipeline_halted{pipeline="strict"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"distributary_pipeline_halted{pipeline="p"}"#), 0.0);
+    assert!(
+        value(
+            r#"distributary_source_get_records_calls_total{source="input",shard="shardId-000000000000"}"#
+        ) >= 1.0
+    );
+    assert!(
+        text.contains(
+            r#"distributary_pipeline_lag_milliseconds{pipeline="p",shard="shardId-000000000000"}"#
+        ),
+        "{text}"
+    );
+
     let status = running.terminate(Duration::from_secs(30)).unwrap();
     assert_eq!(
         status.code(),

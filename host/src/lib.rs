@@ -12,7 +12,8 @@
 //! - [`sink`]: PutRecords batching and retries of failed entries only, keeping order.
 //! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
 //! - [`run`]: wires it all together and handles shutdown; [`server`] answers
-//!   `/healthz` and `/readyz`.
+//!   `/healthz`, `/readyz` and `/metrics` ([`metrics`]: per pipeline, plugin,
+//!   output and source shard).
 //!
 //! Off the data path: [`dry_run`] (`distributary route`: a plugin over sample
 //! records, offline).
@@ -26,6 +27,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dry_run;
 pub mod kinesis;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;

@@ -27,12 +27,24 @@ pub struct Halt {
     pub reason: String,
 }
 
+/// What one pipeline did, read by `/metrics` (`metrics.rs`).
 #[derive(Debug, Default)]
 pub struct PipelineStats {
+    /// Source records handed to the router.
     pub records_in: AtomicU64,
+    /// Deliveries routed, all outputs together.
     pub deliveries: AtomicU64,
+    /// Deliveries routed, per output (indexed like the pipeline's outputs).
+    pub routed: Vec<AtomicU64>,
+    /// Records the router sent nowhere (a filter's drops).
+    pub dropped: AtomicU64,
+    /// Records dropped by `on_error = "skip"`.
     pub skipped: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Time spent routing (the plugin call, or native replication), nanoseconds.
+    pub route_nanos: AtomicU64,
+    /// Per source shard: MillisBehindLatest of the last batch this pipeline acknowledged.
+    pub lag_ms: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 pub struct Pipeline {
@@ -51,6 +63,8 @@ pub struct ShardBatch {
     pub source: Arc<str>,
     pub shard_id: Arc<str>,
     pub records: Arc<Vec<SourceRecord>>,
+    /// How far behind the tip of the shard this batch was read (GetRecords' MillisBehindLatest).
+    pub millis_behind: Option<i64>,
 }
 
 impl Pipeline {
@@ -62,6 +76,10 @@ impl Pipeline {
         on_error: OnError,
         dead_letter: Option<Arc<OutputWriter>>,
     ) -> Self {
+        let stats = PipelineStats {
+            routed: outputs.iter().map(|_| AtomicU64::new(0)).collect(),
+            ..PipelineStats::default()
+        };
         Pipeline {
             name,
             source,
@@ -70,7 +88,32 @@ impl Pipeline {
             on_error,
             dead_letter,
             halted: AtomicBool::new(false),
-            stats: PipelineStats::default(),
+            stats,
+        }
+    }
+
+    /// The output names, in the order of `stats.routed`.
+    pub fn output_names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.iter().map(|w| w.name.as_str())
+    }
+
+    /// Records routed, dropped and the lag of the batch, once it is acknowledged.
+    fn account(&self, batch: &ShardBatch, routed: &[Vec<OutRecord>], records: usize) {
+        let mut reached = vec![false; records];
+        for (counter, list) in self.stats.routed.iter().zip(routed) {
+            counter.fetch_add(list.len() as u64, Ordering::Relaxed);
+            for r in list {
+                if let Some(slot) = reached.get_mut(r.source_index as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        let dropped = reached.iter().filter(|r| !**r).count();
+        self.stats
+            .dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        if let (Some(ms), Ok(mut lag)) = (batch.millis_behind, self.stats.lag_ms.lock()) {
+            lag.insert(batch.shard_id.to_string(), ms);
         }
     }
 
@@ -96,7 +139,8 @@ impl Pipeline {
         self.stats
             .records_in
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        let routed = match self
+        let started = std::time::Instant::now();
+        let routed = self
             .router
             .route(
                 &batch.source,
@@ -105,8 +149,11 @@ impl Pipeline {
                 start,
                 self.outputs.len(),
             )
-            .await
-        {
+            .await;
+        self.stats
+            .route_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let routed = match routed {
             Ok(routed) => routed,
             Err(error) => {
                 let reason = format!(
@@ -118,6 +165,7 @@ impl Pipeline {
                 return self.on_failure(batch, start, &failed, reason).await;
             }
         };
+        self.account(batch, &routed, records.len());
         let mut deliveries = Vec::with_capacity(self.outputs.len());
         for (writer, mut list) in self.outputs.iter().zip(routed) {
             let mut refused = Vec::new();

@@ -10,13 +10,14 @@
 use crate::checkpoint::{Checkpoints, FileStore};
 use crate::config::{Config, Pipeline as PipelineConfig};
 use crate::kinesis::{ClientSettings, StreamRef, client, describe};
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::plugin::{ArtifactCache, LivePlugin, PluginSpec};
 use crate::router::Router;
 use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
 use crate::sink::{KinesisTransport, OutputWriter};
-use crate::source::SourceRunner;
+use crate::source::{SourceRunner, SourceStats};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,13 +88,14 @@ async fn check_stream_exists(
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
     let file = config.file.display().to_string();
     let readiness = Arc::new(Readiness::default());
+    let metrics_slot: crate::server::MetricsSlot = Arc::default();
     let server = match &config.server {
         Some(server) => {
             let listen: std::net::SocketAddr = server
                 .listen
                 .parse()
                 .with_context(|| format!("{file}: server.listen"))?;
-            let task = serve(listen, readiness.clone())
+            let task = serve(listen, readiness.clone(), metrics_slot.clone())
                 .await
                 .with_context(|| format!("{file}: server.listen: cannot listen on {listen}"))?;
             Some(task)
@@ -153,6 +155,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         .collect::<anyhow::Result<_>>()?;
 
     let mut sources = Vec::new();
+    let mut source_stats = Vec::new();
     for (name, source) in &config.sources {
         let on_source: Vec<Arc<Pipeline>> = pipelines
             .iter()
@@ -171,6 +174,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         let client = client(&settings).await;
         let stream = StreamRef::parse(&source.stream);
         check_stream_exists(&client, &stream, &format!("{file}: sources.{name}")).await?;
+        let stats = Arc::new(SourceStats::default());
         sources.push(Arc::new(SourceRunner {
             name: Arc::from(name.as_str()),
             stream,
@@ -179,13 +183,24 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             pipelines: on_source,
             checkpoints: checkpoints.clone(),
             shutdown: shutdown.clone(),
+            stats: stats.clone(),
         }));
+        source_stats.push((name.clone(), stats));
     }
 
     tracing::info!(
         pipelines = pipelines.len(),
         sources = sources.len(),
         "distributary running"
+    );
+    let _ = metrics_slot.set(
+        Metrics {
+            pipelines: pipelines.clone(),
+            plugins: plugins.clone(),
+            writers: writers.values().cloned().collect(),
+            sources: source_stats,
+        }
+        .into_registry(),
     );
     readiness.running(pipelines.clone());
     let flusher = tokio::spawn(flush_loop(

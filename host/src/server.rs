@@ -1,17 +1,19 @@
 //! The operator's HTTP endpoints on `[server] listen` (SPEC §3): `/healthz`
 //! answers 200 while the process is up (liveness); `/readyz` answers 200 once
 //! start-up checks passed and while no pipeline is halted, else 503 with the
-//! reason (starting, halted pipelines, shutting down). Plain HTTP/1.1; bind it
-//! to loopback or a private network. `/metrics` comes with per-pipeline
-//! accounting (a later version).
+//! reason (starting, halted pipelines, shutting down); `/metrics` answers the
+//! OpenMetrics text of `metrics.rs` once start-up is done (503 before).
+//! Plain HTTP/1.1; bind it to loopback or a private network.
 
+use crate::metrics::render;
 use crate::pipeline::Pipeline;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What `/readyz` reports.
 #[derive(Default)]
@@ -65,13 +67,17 @@ impl Readiness {
     }
 }
 
+/// The metrics registry, set once start-up is done.
+pub type MetricsSlot = Arc<OnceLock<Registry>>;
+
 /// Binds `listen` and serves until the returned task is aborted.
 pub async fn serve(
     listen: SocketAddr,
     readiness: Arc<Readiness>,
+    metrics: MetricsSlot,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "serving /healthz and /readyz");
+    tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
     Ok(tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -81,12 +87,14 @@ pub async fn serve(
                     continue;
                 }
             };
-            let readiness = readiness.clone();
+            let (readiness, metrics) = (readiness.clone(), metrics.clone());
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let readiness = readiness.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&req, &readiness)) }
+                        let (readiness, metrics) = (readiness.clone(), metrics.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(answer(&req, &readiness, &metrics))
+                        }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -96,7 +104,29 @@ pub async fn serve(
     }))
 }
 
-fn answer(req: &Request<hyper::body::Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<hyper::body::Incoming>,
+    readiness: &Readiness,
+    metrics: &OnceLock<Registry>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/metrics" {
+        let (status, body) = match metrics.get().map(render) {
+            Some(Ok(text)) => (StatusCode::OK, text),
+            Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string()),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if status == StatusCode::OK {
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+        }
+        return response;
+    }
     let (status, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" => match readiness.check() {
@@ -108,7 +138,7 @@ fn answer(req: &Request<hyper::body::Incoming>, readiness: &Readiness) -> Respon
         },
         _ => (
             StatusCode::NOT_FOUND,
-            "not found; try /healthz or /readyz\n".to_string(),
+            "not found; try /healthz, /readyz or /metrics\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -26,7 +26,8 @@ use crate::record::compare_sequence;
 use crate::shutdown::Shutdown;
 use aws_sdk_kinesis::Client;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -39,6 +40,36 @@ pub struct SourceRunner {
     pub pipelines: Vec<Arc<Pipeline>>,
     pub checkpoints: Arc<Checkpoints>,
     pub shutdown: Shutdown,
+    pub stats: Arc<SourceStats>,
+}
+
+/// What reading one source cost, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// GetRecords calls per shard, by this process (all pipelines on the source together).
+    get_records: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+}
+
+impl SourceStats {
+    /// The counter of GetRecords calls on `shard` (created on first use).
+    pub fn get_records_counter(&self, shard: &str) -> Arc<AtomicU64> {
+        match self.get_records.lock() {
+            Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// (shard, GetRecords calls) for every shard read so far.
+    pub fn get_records(&self) -> Vec<(String, u64)> {
+        self.get_records
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(shard, n)| (shard.clone(), n.load(Ordering::Relaxed)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 enum ShardEnd {
@@ -249,7 +280,8 @@ impl SourceRunner {
             start,
             self.config.max_records_per_read,
             Duration::from_millis(self.config.poll_interval_ms),
-        );
+        )
+        .counting_calls(self.stats.get_records_counter(&shard_id));
         // Read one batch ahead of delivery, no more (bounded memory).
         let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
         let shutdown = self.shutdown.clone();
@@ -278,6 +310,7 @@ impl SourceRunner {
                 source: self.name.clone(),
                 shard_id: shard_arc.clone(),
                 records: Arc::new(read.records),
+                millis_behind: read.millis_behind,
             });
             let mut work = JoinSet::new();
             for (i, pipeline) in self.pipelines.iter().enumerate() {

@@ -7,4 +7,4 @@ pub mod coordinator;
 pub mod reader;
 pub mod shards;
 
-pub use coordinator::SourceRunner;
+pub use coordinator::{SourceRunner, SourceStats};

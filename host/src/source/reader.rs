@@ -14,6 +14,8 @@ use crate::record::SourceRecord;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_smithy_types::DateTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const MIN_CALL_GAP: Duration = Duration::from_millis(200);
@@ -45,6 +47,8 @@ pub struct ShardReader {
     poll_interval: Duration,
     next_call: Instant,
     backoff: Backoff,
+    /// Counts GetRecords calls, when set (`counting_calls`).
+    calls: Option<Arc<AtomicU64>>,
 }
 
 impl ShardReader {
@@ -66,7 +70,14 @@ impl ShardReader {
             poll_interval,
             next_call: Instant::now(),
             backoff: Backoff::kinesis(),
+            calls: None,
         }
+    }
+
+    /// Counts every GetRecords call this reader makes in `calls`.
+    pub fn counting_calls(mut self, calls: Arc<AtomicU64>) -> Self {
+        self.calls = Some(calls);
+        self
     }
 
     /// The next batch (possibly empty), retrying errors until it gets one.
@@ -86,6 +97,9 @@ impl ShardReader {
                 continue;
             };
             self.next_call = Instant::now() + MIN_CALL_GAP;
+            if let Some(calls) = &self.calls {
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
             let result = self
                 .client
                 .get_records()

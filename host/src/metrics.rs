@@ -1,0 +1,255 @@
+//! `/metrics`: the Prometheus text exposition of what every pipeline, plugin,
+//! output and source reader did. Counters live where the work happens (plain
+//! atomics in `PipelineStats`, `WriterStats`, `ReloadStats`, `SourceStats`);
+//! this collector reads them at scrape time (prometheus-client's
+//! `Collector`), so the data path never touches a metrics library.
+
+use crate::pipeline::Pipeline;
+use crate::plugin::LivePlugin;
+use crate::sink::OutputWriter;
+use crate::source::SourceStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Everything `/metrics` reports on.
+pub struct Metrics {
+    pub pipelines: Vec<Arc<Pipeline>>,
+    pub plugins: BTreeMap<String, Arc<LivePlugin>>,
+    pub writers: Vec<Arc<OutputWriter>>,
+    /// (source name, its read counters)
+    pub sources: Vec<(String, Arc<SourceStats>)>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("pipelines", &self.pipelines.len())
+            .field("outputs", &self.writers.len())
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// A registry holding this collector, to encode on every scrape.
+    pub fn into_registry(self) -> Registry {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        registry
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<(Labels, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: Vec<(Labels, i64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let pipeline = |p: &Pipeline| vec![("pipeline", p.name.clone())];
+        let per_pipeline = |f: &dyn Fn(&Pipeline) -> u64| -> Vec<(Labels, u64)> {
+            self.pipelines.iter().map(|p| (pipeline(p), f(p))).collect()
+        };
+        counters(
+            &mut encoder,
+            "distributary_pipeline_records_in",
+            "Source records handed to the pipeline's router",
+            per_pipeline(&|p| load(&p.stats.records_in)),
+        )?;
+        let routed = self
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.output_names()
+                    .zip(&p.stats.routed)
+                    .map(|(output, n)| {
+                        (
+                            vec![("pipeline", p.name.clone()), ("output", output.to_string())],
+                            load(n),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        counters(
+            &mut encoder,
+            "distributary_pipeline_routed",
+            "Records routed to each output of the pipeline",
+            routed,
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_pipeline_dropped",
+            "Records the router sent to no output",
+            per_pipeline(&|p| load(&p.stats.dropped)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_pipeline_skipped",
+            "Records dropped by on_error = skip",
+            per_pipeline(&|p| load(&p.stats.skipped)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_pipeline_dead_lettered",
+            "Records written to the dead-letter output",
+            per_pipeline(&|p| load(&p.stats.dead_lettered)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_pipeline_route_microseconds",
+            "Time spent routing: the plugin call, or native replication",
+            per_pipeline(&|p| load(&p.stats.route_nanos) / 1000),
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_pipeline_halted",
+            "1 when the pipeline has halted (on_error = halt)",
+            self.pipelines
+                .iter()
+                .map(|p| (pipeline(p), i64::from(p.is_halted())))
+                .collect(),
+        )?;
+        let lag = self
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                let lag = p.stats.lag_ms.lock().map(|l| l.clone()).unwrap_or_default();
+                lag.into_iter()
+                    .map(|(shard, ms)| (vec![("pipeline", p.name.clone()), ("shard", shard)], ms))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "distributary_pipeline_lag_milliseconds",
+            "MillisBehindLatest of the last batch the pipeline acknowledged, per source shard",
+            lag,
+        )?;
+
+        let per_plugin = |f: &dyn Fn(&LivePlugin) -> u64| -> Vec<(Labels, u64)> {
+            self.plugins
+                .iter()
+                .map(|(name, p)| (vec![("pipeline", name.clone())], f(p)))
+                .collect()
+        };
+        gauges(
+            &mut encoder,
+            "distributary_plugin_version",
+            "The serving version of the pipeline's plugin: 1 at start, +1 per reload",
+            per_plugin(&|p| load(&p.stats.version))
+                .into_iter()
+                .map(|(l, v)| (l, v as i64))
+                .collect(),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_plugin_reloads",
+            "Plugin versions swapped in while running",
+            per_plugin(&|p| load(&p.stats.reloads)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_plugin_reload_failures",
+            "Plugin files that changed but could not be loaded (the old version kept serving)",
+            per_plugin(&|p| load(&p.stats.reload_failures)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_plugin_call_failures",
+            "Plugin calls that failed: trap, timeout, error, invalid decisions",
+            per_plugin(&|p| load(&p.stats.call_failures)),
+        )?;
+
+        let per_output = |f: &dyn Fn(&OutputWriter) -> u64| -> Vec<(Labels, u64)> {
+            self.writers
+                .iter()
+                .map(|w| (vec![("output", w.name.clone())], f(w)))
+                .collect()
+        };
+        counters(
+            &mut encoder,
+            "distributary_output_records_written",
+            "Records acknowledged by the output stream",
+            per_output(&|w| load(&w.stats.records_written)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_output_requests",
+            "PutRecords requests sent",
+            per_output(&|w| load(&w.stats.requests)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_output_entries_retried",
+            "PutRecords entries that failed and were sent again",
+            per_output(&|w| load(&w.stats.entries_retried)),
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_output_requests_retried",
+            "Whole PutRecords requests that failed transiently and were sent again",
+            per_output(&|w| load(&w.stats.requests_retried)),
+        )?;
+
+        let get_records = self
+            .sources
+            .iter()
+            .flat_map(|(source, stats)| {
+                stats
+                    .get_records()
+                    .into_iter()
+                    .map(|(shard, n)| (vec![("source", source.clone()), ("shard", shard)], n))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        counters(
+            &mut encoder,
+            "distributary_source_get_records_calls",
+            "GetRecords calls per source shard (all pipelines on the source share them)",
+            get_records,
+        )?;
+        Ok(())
+    }
+}
