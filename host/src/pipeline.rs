@@ -56,6 +56,9 @@ pub struct Pipeline {
     dead_letter: Option<Arc<OutputWriter>>,
     halted: AtomicBool,
     pub stats: PipelineStats,
+    /// Batches per shard it may hold unprocessed before it is detached from
+    /// the shared reader (see `source/lane.rs`).
+    pub buffer_batches: usize,
 }
 
 /// A batch from one shard, shared by every pipeline on the source.
@@ -89,7 +92,14 @@ impl Pipeline {
             dead_letter,
             halted: AtomicBool::new(false),
             stats,
+            buffer_batches: 4,
         }
+    }
+
+    /// Sets how many batches per shard the pipeline may hold unprocessed.
+    pub fn with_buffer_batches(mut self, batches: usize) -> Self {
+        self.buffer_batches = batches.max(1);
+        self
     }
 
     /// The output names, in the order of `stats.routed`.

@@ -291,14 +291,17 @@ fn build_pipeline(
         Some(plugin) => Router::Wasm(plugin.clone()),
         None => Router::Replicate,
     };
-    Ok(Arc::new(Pipeline::new(
-        p.name.clone(),
-        p.source.clone(),
-        router,
-        outputs,
-        p.on_error,
-        dead_letter,
-    )))
+    Ok(Arc::new(
+        Pipeline::new(
+            p.name.clone(),
+            p.source.clone(),
+            router,
+            outputs,
+            p.on_error,
+            dead_letter,
+        )
+        .with_buffer_batches(p.buffer_batches),
+    ))
 }
 
 async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown: Shutdown) {

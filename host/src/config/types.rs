@@ -142,6 +142,10 @@ pub struct Pipeline {
     pub dead_letter: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Batches per shard this pipeline may hold unprocessed before it is
+    /// detached from the shared reader and catches up on its own reader.
+    #[serde(default = "default_buffer_batches")]
+    pub buffer_batches: usize,
 }
 
 impl Pipeline {
@@ -214,6 +218,9 @@ fn default_store() -> StoreKind {
 }
 fn default_checkpoint_path() -> PathBuf {
     PathBuf::from("./distributary-state")
+}
+fn default_buffer_batches() -> usize {
+    4
 }
 fn default_table() -> String {
     "distributary-leases".into()

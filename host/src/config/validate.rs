@@ -226,6 +226,9 @@ fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(),
     if pipeline.limits.memory_mb == 0 || pipeline.limits.memory_mb > 4096 {
         return Err((k("limits.memory_mb"), "must be between 1 and 4096".into()));
     }
+    if !(1..=64).contains(&pipeline.buffer_batches) {
+        return Err((k("buffer_batches"), "must be between 1 and 64".into()));
+    }
     if pipeline.limits.batch_timeout_ms == 0 {
         return Err((k("limits.batch_timeout_ms"), "must be at least 1".into()));
     }

@@ -1,20 +1,25 @@
 //! Runs one source: discovers its shards, starts one task per shard once its
-//! parents are done, and in each task feeds the shard's batches, in order, to
-//! every pipeline on the source.
+//! parents are done, and in each task reads the shard once (the shared
+//! reader) and publishes its batches to every pipeline on the source, each
+//! through its own bounded queue (`lane.rs`).
 //!
 //! Invariants:
 //! - A child shard starts only when every parent still listed is read to its
-//!   end and acknowledged (or was already finished per checkpoint), so per-key
-//!   order holds across splits and merges.
-//! - Batches of one shard are processed one after another: batch n+1 is not
-//!   routed before every output acknowledged batch n, so no output ever sees
-//!   a later record of a shard before an earlier one; the checkpoint moves
-//!   after that acknowledgement. (The next GetRecords is already in flight
-//!   meanwhile, bounded to one batch ahead.)
-//! - On shutdown a shard task finishes the batch it is delivering and stops;
+//!   end and acknowledged by every pipeline still running (or was already
+//!   finished per checkpoint), so per-key order holds across splits and merges.
+//! - Per pipeline, batches of one shard are processed one after another, and
+//!   its checkpoint moves after its outputs acknowledged a batch. Pipelines do
+//!   not wait for each other: a pipeline whose queue (`buffer_batches`) is full
+//!   while another keeps up is detached and catches up on its own reader,
+//!   then rejoins (see `lane.rs`). When every attached pipeline is full, the
+//!   shared reader waits: GetRecords calls do not multiply with slow outputs.
+//! - The shared reader reads one batch ahead of publishing; memory per shard
+//!   is bounded by the pipelines' queues.
+//! - On shutdown each lane finishes the batch it is delivering and stops;
 //!   batches read but not started are dropped unacknowledged (read again
 //!   after restart, never written twice).
 
+use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use super::shards::{ShardInfo, list_shards};
 use crate::backoff::Backoff;
@@ -273,98 +278,196 @@ impl SourceRunner {
                     .started_at_latest(&pipeline.name, &stream, &shard_id, now_ms);
             }
         }
-        let reader = ShardReader::new(
-            self.client.clone(),
-            self.stream.clone(),
-            shard_id.clone(),
-            start,
-            self.config.max_records_per_read,
-            Duration::from_millis(self.config.poll_interval_ms),
-        )
-        .counting_calls(self.stats.get_records_counter(&shard_id));
-        // Read one batch ahead of delivery, no more (bounded memory).
-        let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
-        let shutdown = self.shutdown.clone();
-        let read_ahead = tokio::spawn(read_loop(reader, tx, shutdown));
-        // Per pipeline: records up to `skip_until` are already acknowledged; a
-        // pipeline that finished this shard before ignores its batches.
-        let (mut skip_until, finished_before): (Vec<Option<String>>, Vec<bool>) = self
-            .pipelines
-            .iter()
-            .map(
-                |p| match self.checkpoints.get(&p.name, &stream, &shard_id) {
-                    Some(c) => (c.sequence, c.finished),
-                    None => (None, false),
-                },
-            )
-            .unzip();
-        let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
-        let end = loop {
-            if self.shutdown.is_requested() {
-                break ShardEnd::Stopped;
-            }
-            let Some(read) = rx.recv().await else {
-                break ShardEnd::Stopped;
-            };
-            let batch = Arc::new(ShardBatch {
-                source: self.name.clone(),
-                shard_id: shard_arc.clone(),
-                records: Arc::new(read.records),
-                millis_behind: read.millis_behind,
-            });
-            let mut work = JoinSet::new();
-            for (i, pipeline) in self.pipelines.iter().enumerate() {
-                if pipeline.is_halted() || finished_before[i] {
-                    continue;
-                }
-                let start = match &skip_until[i] {
-                    Some(seq) => batch
-                        .records
-                        .partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
-                    None => 0,
-                };
-                if start >= batch.records.len() {
-                    continue;
-                }
-                skip_until[i] = None;
-                let (pipeline, batch) = (pipeline.clone(), batch.clone());
-                work.spawn(async move { (i, pipeline.process(&batch, start).await) });
-            }
-            while let Some(joined) = work.join_next().await {
-                match joined {
-                    Ok((i, Ok(()))) => {
-                        if let Some(last) = batch.records.last() {
-                            self.checkpoints.advance(
-                                &self.pipelines[i].name,
-                                &stream,
-                                &shard_id,
-                                &last.sequence_number,
-                            );
-                        }
-                    }
-                    Ok((_, Err(halt))) => {
-                        tracing::error!(source = %self.name, shard = %shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
-                    }
-                    Err(e) => {
-                        tracing::error!(source = %self.name, shard = %shard_id, error = %e, "pipeline task failed")
-                    }
-                }
-            }
-            if read.end {
-                for (i, pipeline) in self.pipelines.iter().enumerate() {
-                    if !pipeline.is_halted() && !finished_before[i] {
-                        self.checkpoints.finish(&pipeline.name, &stream, &shard_id);
-                    }
-                }
-                break ShardEnd::Finished;
-            }
-            if self.active_pipelines().next().is_none() {
-                break ShardEnd::Stopped;
-            }
+        let calls = self.stats.get_records_counter(&shard_id);
+        let setup = {
+            let (client, stream, shard, limit, poll, calls) = (
+                self.client.clone(),
+                self.stream.clone(),
+                shard_id.clone(),
+                self.config.max_records_per_read,
+                Duration::from_millis(self.config.poll_interval_ms),
+                calls.clone(),
+            );
+            Arc::new(ReadSetup {
+                make_reader: Box::new(move |at| {
+                    ShardReader::new(
+                        client.clone(),
+                        stream.clone(),
+                        shard.clone(),
+                        at,
+                        limit,
+                        poll,
+                    )
+                    .counting_calls(calls.clone())
+                }),
+                initial: start.clone(),
+            })
         };
+        // The shared reader reads one batch ahead of publishing.
+        let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
+        let read_ahead = tokio::spawn(read_loop(
+            (setup.make_reader)(start),
+            tx,
+            self.shutdown.clone(),
+        ));
+        let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
+        let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
+        let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
+            vec![None; self.pipelines.len()];
+        let mut lanes = JoinSet::new();
+        for (i, pipeline) in self.pipelines.iter().enumerate() {
+            let checkpoint = self.checkpoints.get(&pipeline.name, &stream, &shard_id);
+            if pipeline.is_halted() || checkpoint.as_ref().is_some_and(|c| c.finished) {
+                continue;
+            }
+            let (queue, receiver) = mpsc::channel(pipeline.buffer_batches);
+            queues[i] = Some(queue);
+            let lane = Lane {
+                index: i,
+                pipeline: pipeline.clone(),
+                source: self.name.clone(),
+                stream: stream.clone(),
+                shard_id: shard_arc.clone(),
+                checkpoints: self.checkpoints.clone(),
+                shutdown: self.shutdown.clone(),
+                position: checkpoint.and_then(|c| c.sequence),
+                read: setup.clone(),
+                rejoin: rejoin_tx.clone(),
+                caught_up_batches: Arc::default(),
+            };
+            lanes.spawn(lane.run(receiver));
+        }
+        drop(rejoin_tx);
+        // Publish until the shard ends, shutdown, or no lane is attached or alive.
+        let mut last_published: Option<String> = None;
+        let mut reading = true;
+        let mut ends = Vec::new();
+        while !lanes.is_empty() {
+            tokio::select! {
+                read = rx.recv(), if reading => {
+                    let Some(read) = read else {
+                        reading = false;
+                        queues.iter_mut().for_each(|q| *q = None);
+                        continue;
+                    };
+                    if let Some(last) = read.records.last() {
+                        last_published = Some(last.sequence_number.clone());
+                    }
+                    let end = read.end;
+                    let published = Arc::new(Published {
+                        batch: Arc::new(ShardBatch {
+                            source: self.name.clone(),
+                            shard_id: shard_arc.clone(),
+                            records: Arc::new(read.records),
+                            millis_behind: read.millis_behind,
+                        }),
+                        end,
+                    });
+                    self.publish(&mut queues, published).await;
+                    if end {
+                        // Nothing more to read; attached lanes finish with their queues.
+                        reading = false;
+                        queues.iter_mut().for_each(|q| *q = None);
+                    }
+                }
+                Some(rejoin) = rejoin_rx.recv() => {
+                    answer_rejoin(rejoin, reading, &last_published, &mut queues);
+                }
+                Some(joined) = lanes.join_next() => {
+                    ends.push(joined.unwrap_or_else(|e| {
+                        tracing::error!(source = %self.name, shard = %shard_id, error = %e, "a pipeline lane failed");
+                        LaneEnd::Stopped
+                    }));
+                }
+                else => break,
+            }
+            if reading && queues.iter().all(Option::is_none) && !self.shutdown.is_requested() {
+                // Every live lane is catching up on its own reader: pause the
+                // shared one until one rejoins (or all end).
+                tokio::select! {
+                    Some(rejoin) = rejoin_rx.recv() => {
+                        answer_rejoin(rejoin, reading, &last_published, &mut queues);
+                    }
+                    Some(joined) = lanes.join_next() => {
+                        ends.push(joined.unwrap_or(LaneEnd::Stopped));
+                    }
+                    else => {}
+                }
+            }
+        }
         read_ahead.abort();
-        end
+        let finished = ends
+            .iter()
+            .all(|e| matches!(e, LaneEnd::Finished | LaneEnd::Halted))
+            && ends.contains(&LaneEnd::Finished);
+        if finished {
+            ShardEnd::Finished
+        } else {
+            ShardEnd::Stopped
+        }
     }
+
+    /// Hands `published` to every attached lane. A lane whose queue is full
+    /// is detached (it catches up on its own reader) as long as another lane
+    /// keeps up; when every attached lane is full, the shared reader waits
+    /// (backpressure) instead of multiplying readers.
+    async fn publish(
+        &self,
+        queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
+        published: Arc<Published>,
+    ) {
+        let mut full = Vec::new();
+        let mut delivered = 0usize;
+        for (i, slot) in queues.iter_mut().enumerate() {
+            let Some(queue) = slot else { continue };
+            match queue.try_send(published.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => full.push(i),
+                Err(mpsc::error::TrySendError::Closed(_)) => *slot = None,
+            }
+        }
+        if full.is_empty() {
+            return;
+        }
+        if delivered > 0 {
+            for i in full {
+                tracing::info!(source = %self.name, pipeline = %self.pipelines[i].name, "pipeline's buffer is full; detaching it from the shared reader");
+                queues[i] = None;
+            }
+            return;
+        }
+        for i in full {
+            let Some(queue) = &queues[i] else { continue };
+            let sent = tokio::select! {
+                sent = queue.send(published.clone()) => sent.is_ok(),
+                _ = self.shutdown.requested() => false,
+            };
+            if !sent {
+                queues[i] = None;
+            }
+        }
+    }
+}
+
+/// Lets a catching-up lane back onto the shared reader if nothing was
+/// published past its position (so no batch falls between the two readers)
+/// and the shared reader is still reading.
+fn answer_rejoin(
+    rejoin: Rejoin,
+    reading: bool,
+    last_published: &Option<String>,
+    queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
+) {
+    let caught_up = match (last_published, &rejoin.position) {
+        (None, _) => true,
+        (Some(published), Some(position)) => compare_sequence(position, published).is_ge(),
+        (Some(_), None) => false,
+    };
+    let accepted = reading && caught_up;
+    if accepted && let Some(slot) = queues.get_mut(rejoin.lane) {
+        *slot = Some(rejoin.queue);
+    }
+    let _ = rejoin.accepted.send(accepted);
 }
 
 async fn read_loop(mut reader: ShardReader, tx: mpsc::Sender<ReadBatch>, shutdown: Shutdown) {

@@ -4,6 +4,7 @@
 //! pipelines on the source, checkpointing what they acknowledged.
 
 pub mod coordinator;
+pub mod lane;
 pub mod reader;
 pub mod shards;
 

@@ -13,6 +13,8 @@
 //! (panic), `spin` (endless loop), `hog` (memory bomb), `stray` (an output
 //! the pipeline does not have), `empty-key`, `long-key` (300 characters),
 //! `bad-hash` (explicit hash key `xyz`), `huge` (1 MiB + 1 byte of data).
+//! `"crawl:N"` replicates every record after N iterations of busy work per
+//! record: a slow but correct plugin.
 
 use distributary_plugin_sdk::{Batch, Decisions, Init, Plugin, Rewrite, export_plugin};
 
@@ -49,6 +51,18 @@ impl Plugin for Hostile {
                 }
             }
             "probe" => Err(probe()),
+            mode if mode.starts_with("crawl:") => {
+                let work: u64 = mode["crawl:".len()..].parse().unwrap_or(1_000_000);
+                for record in 0..batch.len() {
+                    let mut n = 0u64;
+                    for i in 0..work {
+                        n = std::hint::black_box(n.wrapping_add(i));
+                    }
+                    std::hint::black_box(n);
+                    out.deliver_each(record, &(0..self.outputs).collect::<Vec<_>>());
+                }
+                Ok(())
+            }
             mode if mode.starts_with("mixed:") => {
                 let kinds: Vec<&str> = mode["mixed:".len()..].split(',').collect();
                 for record in 0..batch.len() {

@@ -1,0 +1,185 @@
+//! One pipeline's view of one shard: the batches the shared reader publishes
+//! to it through a bounded queue and, when it falls behind, its own catch-up
+//! reader.
+//!
+//! The shared reader (`coordinator.rs`, `run_shard`) publishes each batch to
+//! every attached lane's queue (`buffer_batches` deep). A lane whose queue is
+//! full while another lane keeps up is detached: its queue is closed, and once
+//! the lane has processed what the queue held, it reads the shard itself from
+//! its own position (a `ShardReader` starting after its last acknowledged
+//! sequence number). When that reader is caught up (an empty read, or
+//! MillisBehindLatest 0) the lane asks to rejoin; the shared reader accepts
+//! only if the lane's position is at or past the last batch it published, so
+//! no batch can fall between the two readers. After rejoining, records at or
+//! before the lane's position are skipped, never processed twice.
+//!
+//! Invariants: a lane processes its shard's records in order, each once; its
+//! checkpoint moves only after `Pipeline::process` acknowledged a batch; a
+//! halted pipeline's lane ends and its checkpoint stays before the failed batch.
+
+use super::reader::{ReadBatch, ShardReader, StartAt};
+use crate::checkpoint::Checkpoints;
+use crate::pipeline::{Pipeline, ShardBatch};
+use crate::record::compare_sequence;
+use crate::shutdown::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A batch as published by the shared reader.
+pub struct Published {
+    pub batch: Arc<ShardBatch>,
+    /// The shard is closed and this is its last batch.
+    pub end: bool,
+}
+
+/// A detached lane asking to rejoin the shared reader.
+pub struct Rejoin {
+    pub lane: usize,
+    /// The lane's new queue, if accepted.
+    pub queue: mpsc::Sender<Arc<Published>>,
+    /// The last sequence number the lane acknowledged.
+    pub position: Option<String>,
+    pub accepted: oneshot::Sender<bool>,
+}
+
+/// How a lane ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneEnd {
+    /// Read to the end of the shard, everything acknowledged.
+    Finished,
+    /// Shutdown, or the shared reader stopped.
+    Stopped,
+    /// The pipeline halted.
+    Halted,
+}
+
+/// What a catch-up reader needs to read the shard on its own.
+pub struct ReadSetup {
+    pub make_reader: Box<dyn Fn(StartAt) -> ShardReader + Send + Sync>,
+    /// Where to start when the lane has no position yet.
+    pub initial: StartAt,
+}
+
+pub struct Lane {
+    pub index: usize,
+    pub pipeline: Arc<Pipeline>,
+    pub source: Arc<str>,
+    pub stream: String,
+    pub shard_id: Arc<str>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub shutdown: Shutdown,
+    /// The last sequence number acknowledged (records up to it are skipped).
+    pub position: Option<String>,
+    pub read: Arc<ReadSetup>,
+    pub rejoin: mpsc::UnboundedSender<Rejoin>,
+    /// Batches processed on the catch-up reader (for tests and logs).
+    pub caught_up_batches: Arc<AtomicU64>,
+}
+
+enum Step {
+    Continue,
+    End(LaneEnd),
+}
+
+impl Lane {
+    /// Runs the lane until the shard ends, the pipeline halts, or shutdown.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Arc<Published>>) -> LaneEnd {
+        loop {
+            // Attached: take what the shared reader publishes.
+            while let Some(published) = queue.recv().await {
+                if let Step::End(end) = self.take(&published.batch, published.end).await {
+                    return end;
+                }
+            }
+            if self.shutdown.is_requested() {
+                return LaneEnd::Stopped;
+            }
+            // Detached (or the shared reader stopped): read on our own.
+            tracing::info!(pipeline = %self.pipeline.name, shard = %self.shard_id, position = ?self.position, "pipeline fell behind the shared reader; catching up on its own reader");
+            match self.catch_up().await {
+                Ok(rejoined) => queue = rejoined,
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Processes the part of `batch` after our position; checkpoints it.
+    async fn take(&mut self, batch: &ShardBatch, end: bool) -> Step {
+        if self.shutdown.is_requested() {
+            return Step::End(LaneEnd::Stopped);
+        }
+        let start = match &self.position {
+            Some(seq) => batch
+                .records
+                .partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
+            None => 0,
+        };
+        if start < batch.records.len() {
+            if let Err(halt) = self.pipeline.process(batch, start).await {
+                tracing::error!(source = %self.source, shard = %self.shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
+                return Step::End(LaneEnd::Halted);
+            }
+            if let Some(last) = batch.records.last() {
+                self.checkpoints.advance(
+                    &self.pipeline.name,
+                    &self.stream,
+                    &self.shard_id,
+                    &last.sequence_number,
+                );
+                self.position = Some(last.sequence_number.clone());
+            }
+        }
+        if end {
+            self.checkpoints
+                .finish(&self.pipeline.name, &self.stream, &self.shard_id);
+            return Step::End(LaneEnd::Finished);
+        }
+        Step::Continue
+    }
+
+    /// Reads the shard from our position until caught up and rejoined (the
+    /// new queue), or until the lane ends.
+    async fn catch_up(&mut self) -> Result<mpsc::Receiver<Arc<Published>>, LaneEnd> {
+        let start = match &self.position {
+            Some(seq) => StartAt::AfterSequence(seq.clone()),
+            None => self.read.initial.clone(),
+        };
+        let mut reader = (self.read.make_reader)(start);
+        loop {
+            let read: ReadBatch = tokio::select! {
+                read = reader.next() => read,
+                _ = self.shutdown.requested() => return Err(LaneEnd::Stopped),
+            };
+            let caught_up = read.records.is_empty() || read.millis_behind == Some(0);
+            let batch = ShardBatch {
+                source: self.source.clone(),
+                shard_id: self.shard_id.clone(),
+                records: Arc::new(read.records),
+                millis_behind: read.millis_behind,
+            };
+            self.caught_up_batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Step::End(end) = self.take(&batch, read.end).await {
+                return Err(end);
+            }
+            if caught_up {
+                let (queue, rejoined) = mpsc::channel(self.pipeline.buffer_batches);
+                let (accepted, answer) = oneshot::channel();
+                let asked = self.rejoin.send(Rejoin {
+                    lane: self.index,
+                    queue,
+                    position: self.position.clone(),
+                    accepted,
+                });
+                if asked.is_ok() && answer.await == Ok(true) {
+                    tracing::info!(pipeline = %self.pipeline.name, shard = %self.shard_id, "pipeline caught up; back on the shared reader");
+                    return Ok(rejoined);
+                }
+                // Not yet: keep reading on our own (the shared reader moved on).
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
