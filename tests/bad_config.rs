@@ -38,6 +38,7 @@ fn cases(route_wasm: &str) -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("bad toml", "[sources.input\nstream = 1".into(), vec!["line 1"]),
         ("unknown key in a source", GOOD.replace("stream = \"input\"", "stream = \"input\"\nshards = 4"), vec!["unknown field `shards`"]),
         ("unknown top-level table", format!("{GOOD}\n[metrics]\nport = 1\n"), vec!["unknown field `metrics`"]),
+        ("buffer of no batches", pipeline("buffer_batches = 0"), vec!["(p).buffer_batches", "between 1 and 64"]),
         ("unknown output", GOOD.replace("outputs = [\"a\", \"b\"]", "outputs = [\"a\", \"nope\"]"), vec!["pipelines[0] (p).outputs", "\"nope\""]),
         ("unknown source", GOOD.replace("source = \"input\"", "source = \"orders\""), vec!["pipelines[0] (p).source", "\"orders\""]),
         ("duplicate pipeline", format!("{GOOD}\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [\"a\"]\n"), vec!["pipelines[1].name", "duplicate"]),
