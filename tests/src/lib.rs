@@ -70,18 +70,29 @@ pub struct LocalKinesis {
 }
 
 impl LocalKinesis {
+    /// kinesis-local: the primary emulator (widest API).
     pub fn start() -> Result<Self> {
+        Self::start_with("start")
+    }
+
+    /// kinesalite: the faster emulator, for tests that measure throughput
+    /// (stream names only, no ARNs, no EFO).
+    pub fn start_kinesalite() -> Result<Self> {
+        Self::start_with("start-kinesalite")
+    }
+
+    fn start_with(command: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port_pair();
         let out = Command::new(root().join("scripts/local-kinesis"))
-            .args(["start", &port.to_string()])
+            .args([command, &port.to_string()])
             .arg(dir.path())
             .stderr(Stdio::inherit())
             .output()
             .context("running scripts/local-kinesis")?;
         if !out.status.success() {
             bail!(
-                "scripts/local-kinesis start failed: {}",
+                "scripts/local-kinesis {command} failed: {}",
                 String::from_utf8_lossy(&out.stdout)
             );
         }

@@ -13,6 +13,8 @@
 //! (panic), `spin` (endless loop), `hog` (memory bomb), `stray` (an output
 //! the pipeline does not have), `empty-key`, `long-key` (300 characters),
 //! `bad-hash` (explicit hash key `xyz`), `huge` (1 MiB + 1 byte of data).
+//! `"rotate"` fails every batch, in turn by an endless loop, a memory bomb
+//! and a panic (chosen by the batch's first sequence number).
 //! `"crawl:N"` replicates every record after N iterations of busy work per
 //! record: a slow but correct plugin.
 
@@ -51,6 +53,19 @@ impl Plugin for Hostile {
                 }
             }
             "probe" => Err(probe()),
+            "rotate" => {
+                let seq = if batch.is_empty() {
+                    "0"
+                } else {
+                    batch.sequence_number(0)
+                };
+                let turn = seq.bytes().last().map_or(0, |b| b % 3);
+                let kind = ["spin", "hog", "boom"][turn as usize];
+                for record in 0..batch.len() {
+                    self.misbehave(kind, record, out);
+                }
+                Ok(())
+            }
             mode if mode.starts_with("crawl:") => {
                 let work: u64 = mode["crawl:".len()..].parse().unwrap_or(1_000_000);
                 for record in 0..batch.len() {
