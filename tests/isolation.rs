@@ -6,34 +6,19 @@
 //! written per output), in one test. Prints both throughputs.
 
 use distributary_e2e::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const RECORDS: usize = 12_000;
 const GOOD: [&str; 3] = ["a", "b", "c"];
 
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.starts_with("HTTP/1.1 200")
-        .then(|| text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
-
 /// Records written to the good outputs, summed.
 fn written(text: &str) -> f64 {
     GOOD.iter()
         .filter_map(|o| {
-            let series = format!("distributary_output_records_written_total{{output=\"{o}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+            metric(
+                text,
+                &format!("distributary_output_records_written_total{{output=\"{o}\"}}"),
+            )
         })
         .sum()
 }
@@ -93,7 +78,7 @@ async fn throughput(
             "{run}: too slow\n{}",
             running.log_text()
         );
-        if let Some(text) = scrape(port) {
+        if let Some(text) = scrape_metrics(port) {
             let start = *started.get_or_insert_with(Instant::now);
             if written(&text) >= want {
                 break (start.elapsed(), text);
@@ -103,13 +88,9 @@ async fn throughput(
     };
     if hostile {
         // The hostile pipeline really was failing all along.
-        let value = |series: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let failures = value(r#"distributary_plugin_call_failures_total{pipeline="hostile"} "#);
-        let skipped = value(r#"distributary_pipeline_skipped_total{pipeline="hostile"} "#);
+        let value = |series: &str| metric(&text, series).unwrap_or(0.0);
+        let failures = value(r#"distributary_plugin_call_failures_total{pipeline="hostile"}"#);
+        let skipped = value(r#"distributary_pipeline_skipped_total{pipeline="hostile"}"#);
         let log = running.log_text();
         let kinds: Vec<&str> = ["time limit", "memory", "boom"]
             .into_iter()
@@ -120,7 +101,7 @@ async fn throughput(
         );
         assert!(failures >= 2.0 && skipped > 0.0, "{text}");
         assert_eq!(
-            value(r#"distributary_output_records_written_total{output="h"} "#),
+            value(r#"distributary_output_records_written_total{output="h"}"#),
             0.0
         );
     }

@@ -4,32 +4,7 @@
 //! counts what each pipeline, output and shard reader did.
 
 use distributary_e2e::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-/// GET over plain HTTP/1.1 on loopback: (status, body), or None if nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((status, body))
-}
-
-/// The value of one series (name and labels, exactly as exposed) in a metrics text.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
@@ -49,7 +24,7 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((200, body)) = get(port, "/readyz") {
+        if let Some((200, body)) = http_get(port, "/readyz") {
             assert_eq!(body, "ready\n");
             break;
         }
@@ -60,8 +35,8 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
-    assert_eq!(get(port, "/nope").map(|(s, _)| s), Some(404));
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(port, "/nope").map(|(s, _)| s), Some(404));
 
     // A record too large for `small` halts pipeline `strict`; `p` delivers everything.
     let mut records = numbered_records(50, 5, "");
@@ -73,7 +48,7 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
     assert_exactly_once_in_key_order("out-a", &records, &got);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match get(port, "/readyz") {
+        match http_get(port, "/readyz") {
             Some((503, body)) => {
                 assert!(body.contains("halted pipelines: strict"), "{body}");
                 break;
@@ -86,9 +61,9 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
 
-    let (status, text) = get(port, "/metrics").unwrap();
+    let (status, text) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200, "{text}");
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
@@ -132,7 +107,7 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
         "a halted pipeline makes the exit status 1"
     );
     assert!(
-        get(port, "/healthz").is_none(),
+        http_get(port, "/healthz").is_none(),
         "the server stops with the process"
     );
 }

@@ -4,23 +4,7 @@
 //! record. The test prints both counts.
 
 use distributary_e2e::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
-
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.starts_with("HTTP/1.1 200")
-        .then(|| text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
 
 /// GetRecords calls per shard, summed over the source's shards.
 fn get_records_calls(text: &str) -> f64 {
@@ -68,7 +52,7 @@ async fn calls_with(
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
-        if let Some(text) = scrape(port) {
+        if let Some(text) = scrape_metrics(port) {
             break get_records_calls(&text);
         }
         assert!(
@@ -79,7 +63,9 @@ async fn calls_with(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = scrape(port).map(|t| get_records_calls(&t)).unwrap_or(0.0);
+    let after = scrape_metrics(port)
+        .map(|t| get_records_calls(&t))
+        .unwrap_or(0.0);
     running.stop_cleanly();
     after - before
 }

@@ -406,6 +406,38 @@ fn assert_complete(stream: &str, expected: &[Rec], got: &[ReadRec], duplicates_a
     );
 }
 
+/// GET over plain HTTP/1.1 on loopback: (status, body), or None if nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// The `/metrics` text, once the server answers it with 200.
+pub fn scrape_metrics(port: u16) -> Option<String> {
+    match http_get(port, "/metrics")? {
+        (200, text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The value of one series (name and labels, exactly as exposed) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Runs `distributary check --config <config>` and asserts it succeeds; returns its stdout.
 pub fn check_ok(config: &Path) -> String {
     let out = Command::new(distributary_bin())
