@@ -51,18 +51,10 @@ async fn the_python_plugin_routes_like_route_by_field_and_its_compilation_is_cac
         .collect();
     put_all(&client, "input", &records).await.unwrap();
     let dir = TestDir::new().unwrap();
-    let extra = format!(
-        "plugin = {:?}\nplugin_config = {{ field = \"tenant\", routes = {{ a = \"a\", b = \"b\" }}, default = \"rest\" }}\n",
-        wasm.display().to_string()
-    );
     let config = dir
         .write_config(
             "python.toml",
-            &config::simple(
-                &kinesis.endpoint,
-                &[("a", "tenant-a"), ("b", "tenant-b"), ("rest", "others")],
-                &extra,
-            ),
+            &config::route_by_tenant(&kinesis.endpoint, &wasm),
         )
         .unwrap();
 

@@ -31,18 +31,10 @@ async fn each_record_lands_only_where_its_field_says() {
     put_all(&client, "input", &records).await.unwrap();
 
     let dir = TestDir::new().unwrap();
-    let extra = format!(
-        "plugin = {:?}\nplugin_config = {{ field = \"tenant\", routes = {{ a = \"a\", b = \"b\" }}, default = \"rest\" }}\n",
-        plugin("route_by_field").display().to_string()
-    );
     let config = dir
         .write_config(
             "route.toml",
-            &config::simple(
-                &kinesis.endpoint,
-                &[("a", "tenant-a"), ("b", "tenant-b"), ("rest", "others")],
-                &extra,
-            ),
+            &config::route_by_tenant(&kinesis.endpoint, &plugin("route_by_field")),
         )
         .unwrap();
     let running = Distributary::start(&config).unwrap();

@@ -28,3 +28,18 @@ pub fn split_endpoints(
     ));
     text
 }
+
+/// Like `simple`, with outputs `a`, `b`, `rest` (streams `tenant-a`,
+/// `tenant-b`, `others`) and a route-by-field plugin at `plugin` routing the
+/// JSON field `tenant`: `a` and `b` to their outputs, anything else to `rest`.
+pub fn route_by_tenant(endpoint: &str, plugin: &std::path::Path) -> String {
+    let extra = format!(
+        "plugin = {:?}\nplugin_config = {{ field = \"tenant\", routes = {{ a = \"a\", b = \"b\" }}, default = \"rest\" }}\n",
+        plugin.display().to_string()
+    );
+    simple(
+        endpoint,
+        &[("a", "tenant-a"), ("b", "tenant-b"), ("rest", "others")],
+        &extra,
+    )
+}

@@ -333,7 +333,6 @@ impl SourceRunner {
                 position: checkpoint.and_then(|c| c.sequence),
                 read: setup.clone(),
                 rejoin: rejoin_tx.clone(),
-                caught_up_batches: Arc::default(),
             };
             lanes.spawn(lane.run(receiver));
         }

@@ -23,7 +23,6 @@ use crate::pipeline::{Pipeline, ShardBatch};
 use crate::record::compare_sequence;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -74,8 +73,6 @@ pub struct Lane {
     pub position: Option<String>,
     pub read: Arc<ReadSetup>,
     pub rejoin: mpsc::UnboundedSender<Rejoin>,
-    /// Batches processed on the catch-up reader (for tests and logs).
-    pub caught_up_batches: Arc<AtomicU64>,
 }
 
 enum Step {
@@ -159,8 +156,6 @@ impl Lane {
                 records: Arc::new(read.records),
                 millis_behind: read.millis_behind,
             };
-            self.caught_up_batches
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Step::End(end) = self.take(&batch, read.end).await {
                 return Err(end);
             }
