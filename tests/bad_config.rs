@@ -54,6 +54,10 @@ fn cases(route_wasm: &str) -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("output without stream", GOOD.replace("stream = \"out-b\"", ""), vec!["outputs.b.stream", "required"]),
         ("missing required pipeline key", GOOD.replace("source = \"input\"\n", ""), vec!["missing field `source`"]),
         ("plugin config rejected by init", pipeline(&format!("plugin = {route_wasm:?}\nplugin_config = {{ field = 1 }}")), vec!["pipelines[0] (p).plugin", "plugin init failed", "plugin_config"]),
+        ("bad stream pattern", GOOD.replace("stream = \"out-b\"", "stream_pattern = \"out-[\""), vec!["outputs.b.stream_pattern", "not a valid pattern"]),
+        ("stream and stream pattern", GOOD.replace("stream = \"out-b\"", "stream = \"out-b\"\nstream_pattern = \"out-*\""), vec!["outputs.b.stream_pattern", "not both"]),
+        ("discovery every 0 s", GOOD.replace("stream = \"out-b\"", "stream_pattern = \"out-*\"\ndiscover_interval_s = 0"), vec!["outputs.b.discover_interval_s", "at least 1"]),
+        ("dead letters to a pattern", format!("{}\n[outputs.dlq]\nstream_pattern = \"dlq-*\"\n", pipeline("on_error = \"dead_letter\"\ndead_letter = \"dlq\"")), vec!["pipelines[0] (p).dead_letter", "stream_pattern"]),
         ("bad listen address", format!("{GOOD}\n[server]\nlisten = \"everywhere\"\n"), vec!["server.listen"]),
     ]
 }

@@ -139,6 +139,19 @@ where
     }
 }
 
+/// Whether an SDK error says the stream does not exist (ResourceNotFoundException).
+pub fn is_not_found<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata,
+{
+    match err {
+        aws_sdk_kinesis::error::SdkError::ServiceError(service) => {
+            service.err().code() == Some("ResourceNotFoundException")
+        }
+        _ => false,
+    }
+}
+
 /// A one-line description of an SDK error, with the service's code and message.
 pub fn describe<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
 where

@@ -9,6 +9,8 @@
 //! - [`pipeline`]: one routing job: a [`router`] (native replication or a
 //!   [`plugin`]) and the output writers it may use; processes one shard batch
 //!   at a time and reports when every output acknowledged it.
+//! - [`outputs`]: which streams each pipeline writes to now: named outputs
+//!   and the streams matching a `stream_pattern`, refreshed while running.
 //! - [`sink`]: PutRecords batching and retries of failed entries only, keeping order.
 //! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
 //! - [`run`]: wires it all together and handles shutdown; [`server`] answers
@@ -28,6 +30,7 @@ pub mod config;
 pub mod dry_run;
 pub mod kinesis;
 pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;

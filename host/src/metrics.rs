@@ -4,6 +4,7 @@
 //! this collector reads them at scrape time (prometheus-client's
 //! `Collector`), so the data path never touches a metrics library.
 
+use crate::outputs::Catalog;
 use crate::pipeline::Pipeline;
 use crate::plugin::LivePlugin;
 use crate::sink::OutputWriter;
@@ -25,7 +26,8 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     pub pipelines: Vec<Arc<Pipeline>>,
     pub plugins: BTreeMap<String, Arc<LivePlugin>>,
-    pub writers: Vec<Arc<OutputWriter>>,
+    /// Every output writer, named and discovered (read at each scrape).
+    pub outputs: Arc<Catalog>,
     /// (source name, its read counters)
     pub sources: Vec<(String, Arc<SourceStats>)>,
 }
@@ -34,7 +36,6 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("pipelines", &self.pipelines.len())
-            .field("outputs", &self.writers.len())
             .finish()
     }
 }
@@ -101,11 +102,14 @@ impl Collector for Metrics {
             .pipelines
             .iter()
             .flat_map(|p| {
-                p.output_names()
-                    .zip(&p.stats.routed)
+                let outputs = p.outputs();
+                outputs
+                    .names()
+                    .into_iter()
+                    .zip(outputs.routed())
                     .map(|(output, n)| {
                         (
-                            vec![("pipeline", p.name.clone()), ("output", output.to_string())],
+                            vec![("pipeline", p.name.clone()), ("output", output)],
                             load(n),
                         )
                     })
@@ -115,7 +119,7 @@ impl Collector for Metrics {
         counters(
             &mut encoder,
             "distributary_pipeline_routed",
-            "Records routed to each output of the pipeline",
+            "Records routed to each current output of the pipeline",
             routed,
         )?;
         counters(
@@ -202,8 +206,9 @@ impl Collector for Metrics {
             per_plugin(&|p| load(&p.stats.call_failures)),
         )?;
 
+        let writers = self.outputs.writers();
         let per_output = |f: &dyn Fn(&OutputWriter) -> u64| -> Vec<(Labels, u64)> {
-            self.writers
+            writers
                 .iter()
                 .map(|w| (vec![("output", w.name.clone())], f(w)))
                 .collect()

@@ -11,9 +11,13 @@
 //! envelope of each failed source record to the dead-letter output.
 
 use crate::config::OnError;
+use crate::outputs::OutputSet;
+use crate::outputs::RoutedCounters;
+use crate::plugin::PluginError;
 use crate::record::{OutRecord, SourceRecord};
-use crate::router::Router;
+use crate::router::{Router, Snapshot};
 use crate::sink::OutputWriter;
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,8 +38,6 @@ pub struct PipelineStats {
     pub records_in: AtomicU64,
     /// Deliveries routed, all outputs together.
     pub deliveries: AtomicU64,
-    /// Deliveries routed, per output (indexed like the pipeline's outputs).
-    pub routed: Vec<AtomicU64>,
     /// Records the router sent nowhere (a filter's drops).
     pub dropped: AtomicU64,
     /// Records dropped by `on_error = "skip"`.
@@ -51,7 +53,12 @@ pub struct Pipeline {
     pub name: String,
     pub source: String,
     router: Router,
-    outputs: Vec<Arc<OutputWriter>>,
+    /// The outputs now (a new set when discovery changes them), and the
+    /// per-output counters the sets share.
+    outputs: Arc<ArcSwap<OutputSet>>,
+    routed: RoutedCounters,
+    /// Held while the outputs are replaced, so replacements do not interleave.
+    updating: tokio::sync::Mutex<()>,
     on_error: OnError,
     dead_letter: Option<Arc<OutputWriter>>,
     halted: AtomicBool,
@@ -59,6 +66,16 @@ pub struct Pipeline {
     /// Batches per shard it may hold unprocessed before it is detached from
     /// the shared reader (see `source/lane.rs`).
     pub buffer_batches: usize,
+}
+
+/// What `process` did with a batch it did not halt on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processed {
+    /// Every record is acknowledged, dead-lettered or skipped: checkpoint it.
+    Delivered,
+    /// The pipeline has no outputs now; nothing was routed. Keep the batch
+    /// and offer it again.
+    NoOutputs,
 }
 
 /// A batch from one shard, shared by every pipeline on the source.
@@ -79,19 +96,19 @@ impl Pipeline {
         on_error: OnError,
         dead_letter: Option<Arc<OutputWriter>>,
     ) -> Self {
-        let stats = PipelineStats {
-            routed: outputs.iter().map(|_| AtomicU64::new(0)).collect(),
-            ..PipelineStats::default()
-        };
+        let routed = RoutedCounters::default();
+        let outputs = Arc::new(ArcSwap::from_pointee(routed.set_of(outputs)));
         Pipeline {
             name,
             source,
             router,
             outputs,
+            routed,
+            updating: tokio::sync::Mutex::new(()),
             on_error,
             dead_letter,
             halted: AtomicBool::new(false),
-            stats,
+            stats: PipelineStats::default(),
             buffer_batches: 4,
         }
     }
@@ -102,15 +119,76 @@ impl Pipeline {
         self
     }
 
-    /// The output names, in the order of `stats.routed`.
-    pub fn output_names(&self) -> impl Iterator<Item = &str> {
-        self.outputs.iter().map(|w| w.name.as_str())
+    /// The outputs now, in routing order.
+    pub fn outputs(&self) -> Arc<OutputSet> {
+        self.outputs.load_full()
+    }
+
+    /// Replaces the outputs with what `expand` returns (called under the
+    /// update lock, so the latest expansion wins). A plugin is first `init`ed
+    /// with the new names; if it refuses them, nothing changes. Returns the
+    /// new names, or None if they did not change.
+    pub async fn update_outputs(
+        &self,
+        expand: impl FnOnce() -> Vec<Arc<OutputWriter>>,
+    ) -> Result<Option<Vec<String>>, PluginError> {
+        let _updating = self.updating.lock().await;
+        let writers = expand();
+        let names: Vec<String> = writers.iter().map(|w| w.name.clone()).collect();
+        if self.outputs.load().is_named(&names) {
+            return Ok(None);
+        }
+        let set = Arc::new(self.routed.set_of(writers));
+        match &self.router {
+            Router::Replicate => self.outputs.store(set),
+            Router::Wasm(live) => {
+                // The set is stored right after the new version is swapped
+                // in, on the same thread; a batch that took the new version
+                // just before waits for it (`routing`).
+                let (live, list, outputs) = (live.clone(), names.clone(), self.outputs.clone());
+                tokio::task::spawn_blocking(move || live.set_outputs(&list, || outputs.store(set)))
+                    .await
+                    .map_err(|e| PluginError::Init(format!("plugin thread failed: {e}")))??;
+            }
+        }
+        Ok(Some(names))
+    }
+
+    /// The router and the outputs for one batch, consistent with each other:
+    /// a plugin version routes to the outputs it was `init`ed with. They
+    /// differ only for the instant between `update_outputs` swapping the
+    /// plugin and storing the set, so a mismatch is retried.
+    async fn routing(&self) -> Result<(Snapshot, Arc<OutputSet>), PluginError> {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        loop {
+            let snapshot = self.router.snapshot();
+            let outputs = self.outputs.load_full();
+            match snapshot.outputs() {
+                Some(names) if !outputs.is_named(names) => {
+                    if started.elapsed() > PATIENCE {
+                        return Err(PluginError::Init(format!(
+                            "the plugin was initialised with outputs {names:?} but the pipeline has {:?}",
+                            outputs.names()
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                _ => return Ok((snapshot, outputs)),
+            }
+        }
     }
 
     /// Records routed, dropped and the lag of the batch, once it is acknowledged.
-    fn account(&self, batch: &ShardBatch, routed: &[Vec<OutRecord>], records: usize) {
+    fn account(
+        &self,
+        outputs: &OutputSet,
+        batch: &ShardBatch,
+        routed: &[Vec<OutRecord>],
+        records: usize,
+    ) {
         let mut reached = vec![false; records];
-        for (counter, list) in self.stats.routed.iter().zip(routed) {
+        for (counter, list) in outputs.routed().iter().zip(routed) {
             counter.fetch_add(list.len() as u64, Ordering::Relaxed);
             for r in list {
                 if let Some(slot) = reached.get_mut(r.source_index as usize) {
@@ -140,30 +218,39 @@ impl Pipeline {
     }
 
     /// Routes and delivers `batch.records[start..]`. On error the pipeline is
-    /// halted and nothing of this batch may be checkpointed.
-    pub async fn process(&self, batch: &ShardBatch, start: usize) -> Result<(), Halt> {
+    /// halted and nothing of this batch may be checkpointed. A pipeline with
+    /// no outputs at the moment (every stream of its patterns gone, or none
+    /// found yet) does nothing and says so: the caller keeps the batch.
+    pub async fn process(&self, batch: &ShardBatch, start: usize) -> Result<Processed, Halt> {
         let records = &batch.records[start..];
         if records.is_empty() {
-            return Ok(());
+            return Ok(Processed::Delivered);
         }
-        self.stats
-            .records_in
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.router.wait_penalty().await;
         let started = std::time::Instant::now();
-        let routed = self
-            .router
-            .route(
-                &batch.source,
-                &batch.shard_id,
-                &batch.records,
-                start,
-                self.outputs.len(),
-            )
-            .await;
+        let routed = match self.routing().await {
+            Ok((_, outputs)) if outputs.is_empty() => return Ok(Processed::NoOutputs),
+            Ok((snapshot, outputs)) => {
+                self.stats
+                    .records_in
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                snapshot
+                    .route(
+                        &batch.source,
+                        &batch.shard_id,
+                        &batch.records,
+                        start,
+                        outputs.len(),
+                    )
+                    .await
+                    .map(|routed| (routed, outputs))
+            }
+            Err(e) => Err(e),
+        };
         self.stats
             .route_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let routed = match routed {
+        let (routed, outputs) = match routed {
             Ok(routed) => routed,
             Err(error) => {
                 let reason = format!(
@@ -172,12 +259,13 @@ impl Pipeline {
                     records.len()
                 );
                 let failed: Vec<u32> = (0..records.len() as u32).collect();
-                return self.on_failure(batch, start, &failed, reason).await;
+                self.on_failure(batch, start, &failed, reason).await?;
+                return Ok(Processed::Delivered);
             }
         };
-        self.account(batch, &routed, records.len());
-        let mut deliveries = Vec::with_capacity(self.outputs.len());
-        for (writer, mut list) in self.outputs.iter().zip(routed) {
+        self.account(&outputs, batch, &routed, records.len());
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for (writer, mut list) in outputs.writers().iter().zip(routed) {
             let mut refused = Vec::new();
             list.retain(|record| match writer.check(std::slice::from_ref(record)) {
                 Ok(()) => true,
@@ -213,7 +301,7 @@ impl Pipeline {
             self.on_failure(batch, start, &[e.source_index], reason)
                 .await?;
         }
-        Ok(())
+        Ok(Processed::Delivered)
     }
 
     /// Writes every output's list (already checked) concurrently; Ok when

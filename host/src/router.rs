@@ -2,11 +2,11 @@
 //! to every output (no plugin configured: no WASM on the path), or through a
 //! WASM plugin called once per batch on a blocking thread.
 //!
-//! A batch is routed by the plugin version serving when it starts (hot
-//! reload swaps versions between batches), after the failure backoff of a
-//! plugin whose last call failed.
+//! A batch is routed by the plugin version serving when it starts (a
+//! [`Snapshot`]: hot reload and new outputs swap versions between batches),
+//! after the failure backoff of a plugin whose last call failed.
 
-use crate::plugin::{LivePlugin, PluginError};
+use crate::plugin::{LivePlugin, Plugin, PluginError};
 use crate::record::{OutRecord, SourceRecord};
 use std::sync::Arc;
 
@@ -15,11 +15,51 @@ pub enum Router {
     Wasm(Arc<LivePlugin>),
 }
 
+/// What routes one batch: the plugin version serving when the batch started.
+pub enum Snapshot {
+    Replicate,
+    Wasm {
+        live: Arc<LivePlugin>,
+        version: Arc<Plugin>,
+    },
+}
+
 impl Router {
+    /// Waits out the failure backoff of a plugin whose last call failed.
+    pub async fn wait_penalty(&self) {
+        if let Router::Wasm(live) = self
+            && let Some(delay) = live.penalty()
+        {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The router for the next batch (for a plugin, the version serving now).
+    pub fn snapshot(&self) -> Snapshot {
+        match self {
+            Router::Replicate => Snapshot::Replicate,
+            Router::Wasm(live) => Snapshot::Wasm {
+                live: live.clone(),
+                version: live.current(),
+            },
+        }
+    }
+}
+
+impl Snapshot {
+    /// The output names a plugin version was `init`ed with (None: native
+    /// replication, which takes whatever outputs it is given).
+    pub fn outputs(&self) -> Option<&[String]> {
+        match self {
+            Snapshot::Replicate => None,
+            Snapshot::Wasm { version, .. } => Some(version.outputs()),
+        }
+    }
+
     /// Per output (in the pipeline's order), the records to write there, in
     /// source order; `records[start..]` is the part of the batch to route.
     pub async fn route(
-        &self,
+        self,
         source: &Arc<str>,
         shard_id: &Arc<str>,
         records: &Arc<Vec<SourceRecord>>,
@@ -27,19 +67,12 @@ impl Router {
         outputs: usize,
     ) -> Result<Vec<Vec<OutRecord>>, PluginError> {
         match self {
-            Router::Replicate => Ok(replicate(&records[start..], outputs)),
-            Router::Wasm(live) => {
-                if let Some(delay) = live.penalty() {
-                    tokio::time::sleep(delay).await;
-                }
-                let (plugin, source, shard_id, records) = (
-                    live.current(),
-                    source.clone(),
-                    shard_id.clone(),
-                    records.clone(),
-                );
+            Snapshot::Replicate => Ok(replicate(&records[start..], outputs)),
+            Snapshot::Wasm { live, version } => {
+                let (source, shard_id, records) =
+                    (source.clone(), shard_id.clone(), records.clone());
                 let result = tokio::task::spawn_blocking(move || {
-                    plugin.route(&source, &shard_id, &records[start..])
+                    version.route(&source, &shard_id, &records[start..])
                 })
                 .await
                 .map_err(|e| PluginError::Trap(format!("plugin thread failed: {e}")))

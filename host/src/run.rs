@@ -1,9 +1,11 @@
 //! Wires a validated configuration into running tasks, and shuts them down.
 //!
 //! Start-up order, everything that can fail before any record is read:
-//! plugins compiled and initialised, clients built, every source and output
-//! stream checked to exist, the state directory locked and loaded. Then one
-//! `SourceRunner` per source and a checkpoint flusher. On shutdown: sources
+//! output streams checked to exist and stream patterns listed (the
+//! `Catalog`), plugins compiled and initialised with their pipelines' output
+//! names, the state directory locked and loaded, every source stream checked.
+//! Then one `SourceRunner` per source, output discovery, and a checkpoint
+//! flusher. On shutdown: sources
 //! stop reading and finish the batches they are delivering, then the final
 //! checkpoint is written.
 
@@ -11,14 +13,16 @@ use crate::checkpoint::{Checkpoints, FileStore};
 use crate::config::{Config, Pipeline as PipelineConfig};
 use crate::kinesis::{ClientSettings, StreamRef, client, describe};
 use crate::metrics::Metrics;
+use crate::outputs::Catalog;
+use crate::outputs::discovery::{Discovery, Member};
 use crate::pipeline::Pipeline;
-use crate::plugin::{ArtifactCache, LivePlugin, PluginSpec};
+use crate::plugin::{ArtifactCache, LivePlugin, Plugin, PluginError, PluginSpec};
 use crate::router::Router;
 use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
-use crate::sink::{KinesisTransport, OutputWriter};
+use crate::sink::OutputWriter;
 use crate::source::{SourceRunner, SourceStats};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,57 +36,115 @@ pub enum Outcome {
     Halted(Vec<String>),
 }
 
-/// Loads the plugin of every pipeline that has one (compile through `cache`,
-/// link, `init`).
+/// Loads the plugin of every pipeline for which `outputs_of` gives the output
+/// names (compile through `cache`, link, `init` with those names); skips the
+/// others.
 pub fn load_plugins(
     config: &Config,
     cache: Option<&ArtifactCache>,
+    outputs_of: impl Fn(&PipelineConfig) -> Option<Vec<String>>,
 ) -> anyhow::Result<BTreeMap<String, Arc<LivePlugin>>> {
     let mut plugins = BTreeMap::new();
     for (i, p) in config.pipelines.iter().enumerate() {
-        if let Some(path) = &p.plugin {
-            let spec = PluginSpec {
-                pipeline: p.name.clone(),
-                path: path.clone(),
-                config_json: p.plugin_config_json(),
-                outputs: p.outputs.clone(),
-                limits: p.limits.clone(),
-            };
-            let plugin = LivePlugin::load(spec, cache.cloned()).with_context(|| {
-                format!(
-                    "{}: pipelines[{i}] ({}).plugin",
-                    config.file.display(),
-                    p.name
-                )
-            })?;
+        if let Some(spec) = outputs_of(p).and_then(|outputs| plugin_spec(p, outputs)) {
+            let plugin =
+                LivePlugin::load(spec, cache.cloned()).with_context(|| plugin_key(config, i, p))?;
             plugins.insert(p.name.clone(), Arc::new(plugin));
         }
     }
     Ok(plugins)
 }
 
-/// Checks that the stream exists; returns its largest accepted record, in bytes.
+fn plugin_key(config: &Config, i: usize, p: &PipelineConfig) -> String {
+    format!(
+        "{}: pipelines[{i}] ({}).plugin",
+        config.file.display(),
+        p.name
+    )
+}
+
+/// Whether pipeline `p` lists an output with a `stream_pattern`: its plugin's
+/// `init` needs the stream names found at run time.
+pub fn discovers_outputs(config: &Config, p: &PipelineConfig) -> bool {
+    p.outputs.iter().any(|o| {
+        config
+            .outputs
+            .get(o)
+            .is_some_and(|o| o.stream_pattern.is_some())
+    })
+}
+
+/// Checks, offline, the plugins of pipelines that discover outputs: each is
+/// compiled (through `cache`) and linked, which must succeed, and `init`ed
+/// with the configured names (a pattern output by its own name). Returns the
+/// `init` failures as warnings: `init` may need the discovered names.
+pub fn precheck_discovering_plugins(
+    config: &Config,
+    cache: Option<&ArtifactCache>,
+) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for (i, p) in config.pipelines.iter().enumerate() {
+        if !discovers_outputs(config, p) {
+            continue;
+        }
+        let Some(spec) = plugin_spec(p, p.outputs.clone()) else {
+            continue;
+        };
+        match Plugin::load(&spec, cache) {
+            Ok(_) => {}
+            Err(PluginError::Init(e)) => warnings.push(format!(
+                "{}: init with outputs [{}] failed: {e} (the streams a stream_pattern matches are known only when running)",
+                plugin_key(config, i, p),
+                p.outputs.join(", ")
+            )),
+            Err(e) => return Err(anyhow::Error::new(e).context(plugin_key(config, i, p))),
+        }
+    }
+    Ok(warnings)
+}
+
+/// What pipeline `p` asks of its plugin, if it has one, initialised with `outputs`.
+pub fn plugin_spec(p: &PipelineConfig, outputs: Vec<String>) -> Option<PluginSpec> {
+    Some(PluginSpec {
+        pipeline: p.name.clone(),
+        path: p.plugin.clone()?,
+        config_json: p.plugin_config_json(),
+        outputs,
+        limits: p.limits.clone(),
+    })
+}
+
+/// Checks that the stream exists (for sources; outputs are checked by the
+/// `Catalog`).
 async fn check_stream_exists(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     key: &str,
-) -> anyhow::Result<usize> {
-    const DEFAULT_MAX_RECORD_KIB: i32 = 1024;
+) -> anyhow::Result<()> {
     client
         .describe_stream_summary()
         .set_stream_name(stream.name().map(str::to_string))
         .set_stream_arn(stream.arn().map(str::to_string))
         .send()
         .await
-        .map(|out| {
-            let kib = out
-                .stream_description_summary()
-                .and_then(|s| s.max_record_size_in_kib())
-                .filter(|&kib| kib > 0)
-                .unwrap_or(DEFAULT_MAX_RECORD_KIB);
-            kib as usize * 1024
-        })
+        .map(|_| ())
         .map_err(|e| anyhow::anyhow!("{key}: stream {stream}: {}", describe(&e)))
+}
+
+/// Streams a pipeline must never write to, even if a pattern matches them:
+/// its source and its dead-letter stream (short names).
+fn never_write_to(config: &Config, p: &PipelineConfig) -> Vec<String> {
+    let source = config
+        .sources
+        .get(&p.source)
+        .map(|s| StreamRef::parse(&s.stream).short_name().to_string());
+    let dead_letter = p
+        .dead_letter
+        .as_ref()
+        .and_then(|d| config.outputs.get(d))
+        .and_then(|o| o.stream.as_deref())
+        .map(|s| StreamRef::parse(s).short_name().to_string());
+    source.into_iter().chain(dead_letter).collect()
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
@@ -102,46 +164,37 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         }
         None => None,
     };
-    let plugins = {
-        let config_ref = &config;
-        let cache = ArtifactCache::new(config.checkpoint.path.join("plugin-cache"));
-        tokio::task::block_in_place(|| load_plugins(config_ref, Some(&cache)))?
-    };
+    // Plugins first, offline: a plugin that does not compile, link or accept
+    // its config stops the run before any request. Those of pipelines that
+    // discover outputs are `init`ed once their streams are listed.
+    let cache = ArtifactCache::new(config.checkpoint.path.join("plugin-cache"));
+    let mut plugins = tokio::task::block_in_place(|| {
+        for warning in precheck_discovering_plugins(&config, Some(&cache))? {
+            tracing::debug!(%warning, "plugin init with the configured output names");
+        }
+        load_plugins(&config, Some(&cache), |p| {
+            (!discovers_outputs(&config, p)).then(|| p.outputs.clone())
+        })
+    })?;
+    let catalog = Arc::new(Catalog::open(&config).await?);
+    let initial: BTreeMap<String, Vec<Arc<OutputWriter>>> = config
+        .pipelines
+        .iter()
+        .map(|p| {
+            let writers = catalog.expand(&p.outputs, &never_write_to(&config, p));
+            (p.name.clone(), writers)
+        })
+        .collect();
+    plugins.extend(tokio::task::block_in_place(|| {
+        load_plugins(&config, Some(&cache), |p| {
+            let writers = initial
+                .get(&p.name)
+                .filter(|_| discovers_outputs(&config, p))?;
+            Some(writers.iter().map(|w| w.name.clone()).collect())
+        })
+    })?);
     let _plugin_watch = crate::plugin::watch(plugins.values().cloned().collect(), shutdown.clone())
         .with_context(|| format!("{file}: pipelines: watching plugin files"))?;
-
-    let mut writers: BTreeMap<String, Arc<OutputWriter>> = BTreeMap::new();
-    for (name, output) in &config.outputs {
-        let Some(stream) = &output.stream else {
-            bail!("{file}: outputs.{name}.stream: missing")
-        };
-        let settings = ClientSettings {
-            region: output.region.clone(),
-            endpoint_url: output.endpoint_url.clone(),
-            role_arn: output.role_arn.clone(),
-            external_id: output.external_id.clone(),
-        };
-        let client = client(&settings).await;
-        let stream = StreamRef::parse(stream);
-        let stream_max =
-            check_stream_exists(&client, &stream, &format!("{file}: outputs.{name}")).await?;
-        let max_record_bytes = match output.max_record_bytes {
-            Some(configured) if configured > stream_max => {
-                tracing::warn!(output = %name, configured, stream_max, "max_record_bytes is above the stream's limit; using the stream's");
-                stream_max
-            }
-            Some(configured) => configured,
-            None => stream_max,
-        };
-        let writer = OutputWriter::new(
-            name.clone(),
-            stream,
-            KinesisTransport(client),
-            max_record_bytes,
-            output.max_request_bytes.max(max_record_bytes),
-        );
-        writers.insert(name.clone(), Arc::new(writer));
-    }
 
     let store = FileStore::open(&config.checkpoint.path)
         .with_context(|| format!("{file}: checkpoint.path"))?;
@@ -151,8 +204,26 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     let pipelines: Vec<Arc<Pipeline>> = config
         .pipelines
         .iter()
-        .map(|p| build_pipeline(p, &plugins, &writers))
+        .map(|p| {
+            let outputs = initial.get(&p.name).cloned().unwrap_or_default();
+            build_pipeline(p, &plugins, outputs, &catalog)
+        })
         .collect::<anyhow::Result<_>>()?;
+    let discovery = Discovery {
+        catalog: catalog.clone(),
+        members: config
+            .pipelines
+            .iter()
+            .zip(&pipelines)
+            .filter(|(p, _)| p.outputs.iter().any(|o| catalog.is_pattern(o)))
+            .map(|(p, pipeline)| Member {
+                pipeline: pipeline.clone(),
+                configured: p.outputs.clone(),
+                exclude: never_write_to(&config, p),
+            })
+            .collect(),
+        shutdown: shutdown.clone(),
+    };
 
     let mut sources = Vec::new();
     let mut source_stats = Vec::new();
@@ -197,7 +268,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         Metrics {
             pipelines: pipelines.clone(),
             plugins: plugins.clone(),
-            writers: writers.values().cloned().collect(),
+            outputs: catalog.clone(),
             sources: source_stats,
         }
         .into_registry(),
@@ -208,6 +279,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         Duration::from_millis(config.checkpoint.interval_ms),
         shutdown.clone(),
     ));
+    let discovery = tokio::spawn(discovery.run());
     let mut running = tokio::task::JoinSet::new();
     for source in sources {
         running.spawn(source.run());
@@ -240,10 +312,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     shutdown.request();
     readiness.stopping();
     watcher.abort();
+    discovery.abort();
     let _ = flusher.await;
     tokio::task::block_in_place(|| checkpoints.flush()).context("writing the final checkpoint")?;
     tracing::info!("final checkpoint written");
-    for writer in writers.values() {
+    for writer in catalog.writers() {
         let s = &writer.stats;
         use std::sync::atomic::Ordering::Relaxed;
         tracing::info!(
@@ -273,20 +346,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
 fn build_pipeline(
     p: &PipelineConfig,
     plugins: &BTreeMap<String, Arc<LivePlugin>>,
-    writers: &BTreeMap<String, Arc<OutputWriter>>,
+    outputs: Vec<Arc<OutputWriter>>,
+    catalog: &Catalog,
 ) -> anyhow::Result<Arc<Pipeline>> {
-    let writer = |name: &String| {
-        writers
-            .get(name)
-            .cloned()
-            .with_context(|| format!("pipeline {}: no writer for output {name}", p.name))
-    };
-    let outputs = p
-        .outputs
-        .iter()
-        .map(writer)
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let dead_letter = p.dead_letter.as_ref().map(writer).transpose()?;
+    let dead_letter = p
+        .dead_letter
+        .as_ref()
+        .map(|name| {
+            catalog
+                .named(name)
+                .with_context(|| format!("pipeline {}: no writer for output {name}", p.name))
+        })
+        .transpose()?;
     let router = match plugins.get(&p.name) {
         Some(plugin) => Router::Wasm(plugin.clone()),
         None => Router::Replicate,

@@ -108,17 +108,14 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
                 "give either stream or stream_pattern, not both".into(),
             ));
         }
-        (None, Some(_)) => {
-            return Err((
-                key("stream_pattern"),
-                "output discovery by pattern is not available in this version; name the stream"
-                    .into(),
-            ));
-        }
+        (None, Some(pattern)) => check_pattern(pattern).map_err(|e| (key("stream_pattern"), e))?,
         (Some(s), None) if s.trim().is_empty() => {
             return Err((key("stream"), "must not be empty".into()));
         }
         _ => {}
+    }
+    if output.stream_pattern.is_some() && output.discover_interval_s == 0 {
+        return Err((key("discover_interval_s"), "must be at least 1".into()));
     }
     if output.aggregate {
         return Err((
@@ -143,6 +140,19 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
         ));
     }
     Ok(())
+}
+
+/// A `stream_pattern` is a glob over stream names: `*`, `?` and `[...]`.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if pattern.starts_with("arn:") {
+        return Err("matches stream names, not ARNs (e.g. \"app-output-*\")".into());
+    }
+    glob::Pattern::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("{pattern:?} is not a valid pattern: {e}"))
 }
 
 fn check_checkpoint(checkpoint: &Checkpoint) -> Result<(), Problem> {
@@ -198,6 +208,18 @@ fn check_pipeline(config: &Config, key: &str, pipeline: &Pipeline) -> Result<(),
         (OnError::DeadLetter, Some(dlq)) => {
             if !config.outputs.contains_key(dlq) {
                 return Err((k("dead_letter"), format!("unknown output {dlq:?}")));
+            }
+            if config
+                .outputs
+                .get(dlq)
+                .is_some_and(|o| o.stream_pattern.is_some())
+            {
+                return Err((
+                    k("dead_letter"),
+                    format!(
+                        "{dlq:?} is a stream_pattern output; dead letters need one named stream"
+                    ),
+                ));
             }
             if pipeline.outputs.contains(dlq) {
                 return Err((

@@ -9,6 +9,12 @@
 //!   fails, the old version keeps serving; the failure is logged and counted.
 //! - Content decides, not events: a file whose SHA-256 equals the serving
 //!   version's is not reloaded.
+//! - The output names a version was `init`ed with are part of the version:
+//!   when a pipeline's outputs change (discovery by `stream_pattern`),
+//!   `set_outputs` initialises the same compiled plugin with the new list and
+//!   swaps it in like a reload. Loads are serialised (`loading`), and a reload
+//!   uses the outputs of the serving version, so no version with a stale list
+//!   is swapped in after `set_outputs`.
 //! - A plugin that keeps failing is backed off: after a failed call, the next
 //!   call waits a capped, jittered, growing delay (`penalty`), reset by a
 //!   successful call or a new version.
@@ -57,6 +63,8 @@ pub struct LivePlugin {
     spec: PluginSpec,
     cache: Option<ArtifactCache>,
     current: ArcSwap<Plugin>,
+    /// Held while a new version is loaded and swapped in.
+    loading: Mutex<()>,
     failing: Mutex<Failing>,
     pub stats: ReloadStats,
 }
@@ -69,6 +77,7 @@ impl LivePlugin {
             spec,
             cache,
             current: ArcSwap::from_pointee(plugin),
+            loading: Mutex::new(()),
             failing: Mutex::new(Failing {
                 consecutive: 0,
                 backoff: failure_backoff(),
@@ -91,6 +100,7 @@ impl LivePlugin {
     /// Reads the plugin file and, if its content changed, loads and swaps in
     /// the new version. Blocking (compiles): call it off the data path.
     pub fn reload(&self) -> Reload {
+        let _loading = self.loading.lock();
         let bytes = match std::fs::read(&self.spec.path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -103,17 +113,56 @@ impl LivePlugin {
         if digest(&bytes) == self.current.load().digest() {
             return Reload::Unchanged;
         }
-        match Plugin::from_bytes(&self.spec, &bytes, self.cache.as_ref()) {
+        let spec = PluginSpec {
+            outputs: self.current.load().outputs().to_vec(),
+            ..self.spec.clone()
+        };
+        match Plugin::from_bytes(&spec, &bytes, self.cache.as_ref()) {
             Ok(plugin) => {
                 let digest = plugin.digest().to_string();
-                self.current.store(Arc::new(plugin));
-                self.reset_failures();
-                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
-                let version = self.stats.version.fetch_add(1, Ordering::Relaxed) + 1;
+                let version = self.swap_in(plugin);
                 Reload::Swapped { version, digest }
             }
             Err(e) => self.failed(e),
         }
+    }
+
+    /// Initialises the serving plugin for a new list of outputs and swaps it
+    /// in. Once the serving version has these outputs (swapped, or already
+    /// so), calls `swapped`, still holding the load lock, on this thread: the
+    /// caller switches its own outputs there. Returns the new version number,
+    /// or None if the list is unchanged. If `init`
+    /// rejects the list, the old version keeps serving (with its old outputs)
+    /// and the failure is counted. Blocking: call it off the data path.
+    pub fn set_outputs(
+        &self,
+        outputs: &[String],
+        swapped: impl FnOnce(),
+    ) -> Result<Option<u64>, PluginError> {
+        let _loading = self.loading.lock();
+        let current = self.current.load_full();
+        if current.outputs() == outputs {
+            swapped();
+            return Ok(None);
+        }
+        match current.with_outputs(outputs.to_vec()) {
+            Ok(plugin) => {
+                let version = self.swap_in(plugin);
+                swapped();
+                Ok(Some(version))
+            }
+            Err(e) => {
+                self.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn swap_in(&self, plugin: Plugin) -> u64 {
+        self.current.store(Arc::new(plugin));
+        self.reset_failures();
+        self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+        self.stats.version.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn failed(&self, error: PluginError) -> Reload {
@@ -280,5 +329,36 @@ mod tests {
         assert_eq!(live.stats.call_failures.load(Ordering::Relaxed), 2);
         live.record_call(true);
         assert_eq!(live.penalty(), None);
+    }
+
+    #[test]
+    fn new_outputs_are_a_new_version_and_a_rejected_list_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.wasm");
+        install("route_by_field", &path);
+        let mut spec = spec("route_by_field", CONFIG, &["a", "b"], Limits::default());
+        spec.path = path;
+        let live = LivePlugin::load(spec, None).unwrap();
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut told = false;
+        let unchanged = live.set_outputs(&names(&["a", "b"]), || told = true);
+        assert_eq!((unchanged.unwrap(), told), (None, true));
+        let mut told = false;
+        let version = live.set_outputs(&names(&["b", "c", "a"]), || told = true);
+        assert_eq!((version.unwrap(), told), (Some(2), true));
+        let routed = live.current().route("s", "shard", &records(2)).unwrap();
+        let lengths: Vec<usize> = routed.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [2, 0, 0], "default b is now the first output");
+        // route_by_field's init refuses a default output that is not in the list.
+        assert!(
+            live.set_outputs(&names(&["a", "c"]), || panic!("not swapped"))
+                .is_err()
+        );
+        assert_eq!(live.current().outputs(), names(&["b", "c", "a"]));
+        assert_eq!(live.stats.reload_failures.load(Ordering::Relaxed), 1);
+        // A new file is loaded for the outputs of the serving version.
+        install("replicate", &live.spec().path);
+        assert!(matches!(live.reload(), Reload::Swapped { version: 3, .. }));
+        assert_eq!(live.current().outputs(), names(&["b", "c", "a"]));
     }
 }

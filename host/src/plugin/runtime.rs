@@ -147,8 +147,32 @@ impl Plugin {
         Ok(plugin)
     }
 
+    /// The same compiled plugin initialised for another list of outputs (its
+    /// pipeline's outputs changed: discovery). The first instance is made and
+    /// `init`ed here, so an `init` that rejects the new list is an error.
+    pub fn with_outputs(&self, outputs: Vec<String>) -> Result<Plugin, PluginError> {
+        let plugin = Plugin {
+            spec: PluginSpec {
+                outputs,
+                ..self.spec.clone()
+            },
+            digest: self.digest.clone(),
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            pool: Mutex::new(Vec::new()),
+        };
+        let first = plugin.instantiate()?;
+        plugin.give_back(first);
+        Ok(plugin)
+    }
+
     pub fn path(&self) -> &Path {
         &self.spec.path
+    }
+
+    /// The output names this version was initialised with, in routing order.
+    pub fn outputs(&self) -> &[String] {
+        &self.spec.outputs
     }
 
     /// The SHA-256 of the file this version was loaded from.

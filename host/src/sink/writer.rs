@@ -9,7 +9,7 @@
 
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
-use crate::kinesis::{StreamRef, describe, is_invalid_input, is_transient};
+use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
 use crate::record::OutRecord;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
@@ -28,6 +28,9 @@ pub enum PutOutcome {
     /// The whole call was rejected as invalid input (InvalidArgumentException,
     /// ValidationException): one of its records can never be written.
     Invalid(String),
+    /// The stream does not exist (ResourceNotFoundException): deleted, or not
+    /// created yet.
+    Gone(String),
     /// The whole call was rejected for a reason that is not about its records
     /// (access denied, KMS, ...) and will be again.
     Rejected(String),
@@ -76,6 +79,7 @@ impl Transport for KinesisTransport {
                 }
                 PutOutcome::Answered(results)
             }
+            Err(err) if is_not_found(&err) => PutOutcome::Gone(describe(&err)),
             Err(err) if is_transient(&err) => PutOutcome::Transient(describe(&err)),
             Err(err) if is_invalid_input(&err) => PutOutcome::Invalid(describe(&err)),
             Err(err) => PutOutcome::Rejected(describe(&err)),
@@ -111,6 +115,9 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
     max_record_bytes: usize,
     max_request_bytes: usize,
     backoff: Backoff,
+    /// Found by a `stream_pattern`: if the stream is deleted, what is routed
+    /// to it is refused (the pipeline's `on_error`) rather than retried.
+    discovered: bool,
     pub stats: WriterStats,
 }
 
@@ -129,8 +136,19 @@ impl<T: Transport> OutputWriter<T> {
             max_record_bytes,
             max_request_bytes,
             backoff: Backoff::kinesis(),
+            discovered: false,
             stats: WriterStats::default(),
         }
+    }
+
+    /// Marks the output as found by a `stream_pattern` (see `discovered`).
+    pub fn discovered(mut self) -> Self {
+        self.discovered = true;
+        self
+    }
+
+    pub fn is_discovered(&self) -> bool {
+        self.discovered
     }
 
     /// Replaces the retry backoff (default: `Backoff::kinesis()`).
@@ -235,7 +253,16 @@ impl<T: Transport> OutputWriter<T> {
                     }
                     backoff.wait().await;
                 }
-                PutOutcome::Transient(error) => {
+                PutOutcome::Gone(error) if self.discovered => {
+                    tracing::warn!(output = %self.name, records = pending.len(), %error, "discovered stream is gone; refusing what was routed to it");
+                    let reason = format!("the stream is gone: {error}");
+                    refused.extend(
+                        pending
+                            .drain(..)
+                            .map(|r| self.error(r.source_index, reason.clone())),
+                    );
+                }
+                PutOutcome::Transient(error) | PutOutcome::Gone(error) => {
                     self.stats.requests_retried.fetch_add(1, Ordering::Relaxed);
                     let level_warn = backoff.attempts() >= 3;
                     if level_warn {
@@ -382,5 +409,73 @@ mod tests {
         assert_eq!(err.source_index, 1);
         assert!(err.to_string().contains("exceeds"), "{err}");
         assert!(writer.transport.written.lock().unwrap().is_empty());
+    }
+
+    /// Answers ResourceNotFoundException, like a stream deleted under the writer.
+    struct Deleted {
+        calls: AtomicU64,
+    }
+
+    impl Transport for Deleted {
+        async fn put_records(&self, _: &StreamRef, _: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            PutOutcome::Gone("ResourceNotFoundException: no such stream".into())
+        }
+    }
+
+    fn three_records() -> Vec<OutRecord> {
+        (0..3u32)
+            .map(|i| OutRecord {
+                data: vec![1],
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                source_index: i,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_deleted_discovered_stream_refuses_its_records_and_a_configured_one_retries() {
+        let transport = Deleted {
+            calls: AtomicU64::new(0),
+        };
+        let writer = OutputWriter::new(
+            "gone".into(),
+            StreamRef::parse("s"),
+            transport,
+            1024,
+            5 << 20,
+        )
+        .discovered();
+        let refused = writer.deliver_checked(three_records()).await.unwrap();
+        let indexes: Vec<u32> = refused.iter().map(|e| e.source_index).collect();
+        assert_eq!(indexes, [0, 1, 2]);
+        assert!(refused[0].reason.contains("gone"), "{}", refused[0].reason);
+        assert_eq!(writer.transport.calls.load(Ordering::Relaxed), 1);
+
+        let transport = Deleted {
+            calls: AtomicU64::new(0),
+        };
+        let writer = OutputWriter::new(
+            "named".into(),
+            StreamRef::parse("s"),
+            transport,
+            1024,
+            5 << 20,
+        )
+        .with_backoff(Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        ));
+        let still_trying = tokio::time::timeout(
+            Duration::from_millis(200),
+            writer.deliver_checked(three_records()),
+        )
+        .await;
+        assert!(
+            still_trying.is_err(),
+            "a configured stream is retried until it exists"
+        );
+        assert!(writer.transport.calls.load(Ordering::Relaxed) > 3);
     }
 }

@@ -15,16 +15,21 @@
 //!
 //! Invariants: a lane processes its shard's records in order, each once; its
 //! checkpoint moves only after `Pipeline::process` acknowledged a batch; a
-//! halted pipeline's lane ends and its checkpoint stays before the failed batch.
+//! halted pipeline's lane ends and its checkpoint stays before the failed batch;
+//! a pipeline with no outputs at the moment holds the batch (and so its
+//! checkpoint) until discovery finds one.
 
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use crate::checkpoint::Checkpoints;
-use crate::pipeline::{Pipeline, ShardBatch};
+use crate::pipeline::{Pipeline, Processed, ShardBatch};
 use crate::record::compare_sequence;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// How often a pipeline with no outputs offers its batch again.
+const NO_OUTPUTS_RETRY: Duration = Duration::from_millis(500);
 
 /// A batch as published by the shared reader.
 pub struct Published {
@@ -114,9 +119,25 @@ impl Lane {
             None => 0,
         };
         if start < batch.records.len() {
-            if let Err(halt) = self.pipeline.process(batch, start).await {
-                tracing::error!(source = %self.source, shard = %self.shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
-                return Step::End(LaneEnd::Halted);
+            let mut waiting = false;
+            loop {
+                match self.pipeline.process(batch, start).await {
+                    Ok(Processed::Delivered) => break,
+                    Ok(Processed::NoOutputs) => {
+                        if !waiting {
+                            waiting = true;
+                            tracing::warn!(pipeline = %self.pipeline.name, shard = %self.shard_id, "no output stream to write to; holding the batch until one is discovered");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(NO_OUTPUTS_RETRY) => {}
+                            _ = self.shutdown.requested() => return Step::End(LaneEnd::Stopped),
+                        }
+                    }
+                    Err(halt) => {
+                        tracing::error!(source = %self.source, shard = %self.shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
+                        return Step::End(LaneEnd::Halted);
+                    }
+                }
             }
             if let Some(last) = batch.records.last() {
                 self.checkpoints.advance(

@@ -1,0 +1,265 @@
+//! The output writers of a run: one per named output (`stream = ...`) and one
+//! per stream currently matching a `stream_pattern` output, each shared by
+//! every pipeline that lists it. A discovered stream is an output named like
+//! the stream itself; that is the name plugins see and route to.
+//!
+//! Invariants: a discovered stream gets a writer only once DescribeStreamSummary
+//! shows it ACTIVE or UPDATING (until then it is left for the next refresh);
+//! a named output's stream must exist at start-up; a
+//! pipeline's expansion never includes its own source stream or dead-letter
+//! stream (a pattern that matches them would feed records back), nor the
+//! same name twice.
+
+use super::discovery::matching_streams;
+use crate::config::{Config, Output};
+use crate::kinesis::{ClientSettings, StreamRef, client, describe};
+use crate::sink::{KinesisTransport, OutputWriter};
+use anyhow::Context;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+/// A `stream_pattern` output: its pattern and the writers of its matches.
+struct PatternOutput {
+    pattern: glob::Pattern,
+    text: String,
+    client: aws_sdk_kinesis::Client,
+    config: Output,
+    /// Matching streams, by name.
+    matched: Mutex<BTreeMap<String, Arc<OutputWriter>>>,
+}
+
+/// What a refresh of one pattern output changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: Vec<String>,
+    pub dropped: Vec<String>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.dropped.is_empty()
+    }
+}
+
+pub struct Catalog {
+    /// The configuration file, for error messages.
+    file: String,
+    named: BTreeMap<String, Arc<OutputWriter>>,
+    patterns: BTreeMap<String, PatternOutput>,
+}
+
+impl Catalog {
+    /// Builds a client per output, checks every named stream, and lists the
+    /// streams of every pattern once. Any failure here is a start-up error
+    /// naming the output.
+    pub async fn open(config: &Config) -> anyhow::Result<Catalog> {
+        let file = config.file.display().to_string();
+        let mut catalog = Catalog {
+            file: file.clone(),
+            named: BTreeMap::new(),
+            patterns: BTreeMap::new(),
+        };
+        for (name, output) in &config.outputs {
+            let client = client(&ClientSettings {
+                region: output.region.clone(),
+                endpoint_url: output.endpoint_url.clone(),
+                role_arn: output.role_arn.clone(),
+                external_id: output.external_id.clone(),
+            })
+            .await;
+            let key = format!("{file}: outputs.{name}");
+            match (&output.stream, &output.stream_pattern) {
+                (Some(stream), _) => {
+                    let stream = StreamRef::parse(stream);
+                    let writer = open_writer(&client, name, stream, output, false)
+                        .await
+                        .with_context(|| key.clone())?
+                        .with_context(|| format!("{key}: the stream is being deleted"))?;
+                    catalog.named.insert(name.clone(), Arc::new(writer));
+                }
+                (None, Some(text)) => {
+                    let pattern = glob::Pattern::new(text)
+                        .with_context(|| format!("{key}.stream_pattern"))?;
+                    let pattern_output = PatternOutput {
+                        pattern,
+                        text: text.clone(),
+                        client,
+                        config: output.clone(),
+                        matched: Mutex::default(),
+                    };
+                    catalog.patterns.insert(name.clone(), pattern_output);
+                    let change = catalog
+                        .refresh(name)
+                        .await
+                        .with_context(|| format!("{key}.stream_pattern"))?;
+                    if change.added.is_empty() {
+                        tracing::warn!(output = %name, pattern = %text, "no stream matches the pattern yet; its pipelines wait for one");
+                    }
+                }
+                (None, None) => anyhow::bail!("{key}.stream: missing"),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// The writer of a named output (dead letters are always named).
+    pub fn named(&self, name: &str) -> Option<Arc<OutputWriter>> {
+        self.named.get(name).cloned()
+    }
+
+    /// The pattern outputs: (name, discover interval in seconds).
+    pub fn patterns(&self) -> Vec<(String, u64)> {
+        self.patterns
+            .iter()
+            .map(|(name, p)| (name.clone(), p.config.discover_interval_s))
+            .collect()
+    }
+
+    pub fn is_pattern(&self, name: &str) -> bool {
+        self.patterns.contains_key(name)
+    }
+
+    /// Every writer that exists now: named and discovered (for `/metrics`).
+    pub fn writers(&self) -> Vec<Arc<OutputWriter>> {
+        let mut all: Vec<Arc<OutputWriter>> = self.named.values().cloned().collect();
+        for p in self.patterns.values() {
+            if let Ok(matched) = p.matched.lock() {
+                all.extend(matched.values().cloned());
+            }
+        }
+        all
+    }
+
+    /// A pipeline's outputs now, in routing order: each configured output in
+    /// its listed order, a pattern output standing for its matches sorted by
+    /// name. Streams in `exclude` (short names) and repeated names are left out.
+    pub fn expand(&self, configured: &[String], exclude: &[String]) -> Vec<Arc<OutputWriter>> {
+        // Names and streams the pipeline's named outputs already take.
+        let mut taken: BTreeSet<String> = configured
+            .iter()
+            .filter_map(|name| self.named.get(name))
+            .flat_map(|w| [w.name.clone(), w.stream.short_name().to_string()])
+            .collect();
+        let mut expanded = Vec::new();
+        for name in configured {
+            if let Some(writer) = self.named.get(name) {
+                expanded.push(writer.clone());
+                continue;
+            }
+            let Some(pattern) = self.patterns.get(name) else {
+                continue;
+            };
+            let Ok(matched) = pattern.matched.lock() else {
+                continue;
+            };
+            for (stream, writer) in matched.iter() {
+                if exclude.iter().any(|e| e == stream) {
+                    tracing::warn!(output = %name, %stream, "the pattern matches this pipeline's source or dead-letter stream; not writing to it");
+                } else if taken.insert(stream.clone()) {
+                    expanded.push(writer.clone());
+                }
+            }
+        }
+        expanded
+    }
+
+    /// Lists the streams matching pattern output `name` and updates its
+    /// writers: new active matches get one, streams no longer listed (or
+    /// being deleted) lose theirs. Errors leave the matches as they were.
+    pub async fn refresh(&self, name: &str) -> anyhow::Result<Change> {
+        let Some(p) = self.patterns.get(name) else {
+            anyhow::bail!("{}: outputs.{name}: not a stream_pattern output", self.file);
+        };
+        let listed = matching_streams(&p.client, &p.pattern).await?;
+        let known: BTreeSet<String> = match p.matched.lock() {
+            Ok(matched) => matched.keys().cloned().collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let mut change = Change::default();
+        let mut opened = Vec::new();
+        let new = listed
+            .iter()
+            .filter(|(stream, usable)| **usable && !known.contains(*stream));
+        for (stream, _) in new {
+            let writer =
+                open_writer(&p.client, stream, StreamRef::parse(stream), &p.config, true).await;
+            match writer {
+                Ok(Some(writer)) => opened.push(Arc::new(writer.discovered())),
+                Ok(None) => {
+                    tracing::info!(output = %name, %stream, "matching stream is not active yet");
+                }
+                Err(e) => {
+                    tracing::warn!(output = %name, %stream, error = %format!("{e:#}"), "cannot use matching stream; will look again");
+                }
+            }
+        }
+        let mut matched = p
+            .matched
+            .lock()
+            .map_err(|_| anyhow::anyhow!("outputs.{name}: discovery state poisoned"))?;
+        matched.retain(|stream, _| {
+            let keep = listed.get(stream).copied().unwrap_or(false);
+            if !keep {
+                change.dropped.push(stream.clone());
+            }
+            keep
+        });
+        for writer in opened {
+            change.added.push(writer.name.clone());
+            matched.insert(writer.name.clone(), writer);
+        }
+        if !change.is_empty() {
+            tracing::info!(output = %name, pattern = %p.text, added = ?change.added, dropped = ?change.dropped, streams = matched.len(), "output streams discovered");
+        }
+        Ok(change)
+    }
+}
+
+/// A writer for `stream`, named `name`; None if the stream is being deleted,
+/// or with `only_active`, also while it is being created. Its largest record is the stream's own
+/// limit, or `max_record_bytes` if that is lower.
+async fn open_writer(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    stream: StreamRef,
+    output: &Output,
+    only_active: bool,
+) -> anyhow::Result<Option<OutputWriter>> {
+    use aws_sdk_kinesis::types::StreamStatus;
+    const DEFAULT_MAX_RECORD_KIB: i32 = 1024;
+    let summary = client
+        .describe_stream_summary()
+        .set_stream_name(stream.name().map(str::to_string))
+        .set_stream_arn(stream.arn().map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {stream}: {}", describe(&e)))?;
+    let Some(summary) = summary.stream_description_summary() else {
+        anyhow::bail!("stream {stream}: DescribeStreamSummary returned no description");
+    };
+    match summary.stream_status() {
+        StreamStatus::Deleting => return Ok(None),
+        StreamStatus::Creating if only_active => return Ok(None),
+        _ => {}
+    }
+    let stream_max = summary
+        .max_record_size_in_kib()
+        .filter(|&kib| kib > 0)
+        .unwrap_or(DEFAULT_MAX_RECORD_KIB) as usize
+        * 1024;
+    let max_record_bytes = match output.max_record_bytes {
+        Some(configured) if configured > stream_max => {
+            tracing::warn!(output = %name, configured, stream_max, "max_record_bytes is above the stream's limit; using the stream's");
+            stream_max
+        }
+        Some(configured) => configured,
+        None => stream_max,
+    };
+    Ok(Some(OutputWriter::new(
+        name.to_string(),
+        stream,
+        KinesisTransport(client.clone()),
+        max_record_bytes,
+        output.max_request_bytes.max(max_record_bytes),
+    )))
+}
