@@ -7,6 +7,8 @@
 //!
 //! The source stream itself matches the native pipeline's pattern: it must
 //! never become one of its outputs (that would feed records back forever).
+//! A third pipeline's pattern matches nothing until the end: it must hold its
+//! records, not acknowledge them to nowhere.
 
 use distributary_e2e::*;
 use std::time::{Duration, Instant};
@@ -34,6 +36,11 @@ stream_pattern = "app-b-?"
 discover_interval_s = 1
 endpoint_url = "{endpoint}"
 
+[outputs.late]
+stream_pattern = "late-*"
+discover_interval_s = 1
+endpoint_url = "{endpoint}"
+
 [checkpoint]
 path = "state"
 interval_ms = 200
@@ -51,6 +58,11 @@ name = "wasm"
 source = "input"
 outputs = ["apps_b"]
 plugin = {replicate:?}
+
+[[pipelines]]
+name = "late"
+source = "input"
+outputs = ["late"]
 "#
     )
 }
@@ -157,8 +169,13 @@ async fn streams_matching_the_pattern_are_found_and_dropped_while_running() {
     settled(&client, "app-a-2", &later, &running).await;
     settled(&client, "app-b-2", &later, &running).await;
 
-    // The source matched "app-a-*" but was never written to; app-b-10 never matched.
+    // A pipeline whose pattern matched nothing held its records meanwhile:
+    // its first stream gets all of them.
     let all: Vec<Rec> = both.iter().chain(&wave3).cloned().collect();
+    create_stream(&client, "late-1", 1).await.unwrap();
+    settled(&client, "late-1", &all, &running).await;
+
+    // The source matched "app-a-*" but was never written to; app-b-10 never matched.
     assert_exactly_once_in_key_order(
         "app-a-in",
         &all,
