@@ -436,34 +436,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_deleted_discovered_stream_refuses_its_records_and_a_configured_one_retries() {
-        let transport = Deleted {
-            calls: AtomicU64::new(0),
+        let deleted = || {
+            let transport = Deleted {
+                calls: AtomicU64::new(0),
+            };
+            OutputWriter::new("w".into(), StreamRef::parse("s"), transport, 1024, 5 << 20)
         };
-        let writer = OutputWriter::new(
-            "gone".into(),
-            StreamRef::parse("s"),
-            transport,
-            1024,
-            5 << 20,
-        )
-        .discovered();
+        let writer = deleted().discovered();
         let refused = writer.deliver_checked(three_records()).await.unwrap();
         let indexes: Vec<u32> = refused.iter().map(|e| e.source_index).collect();
         assert_eq!(indexes, [0, 1, 2]);
         assert!(refused[0].reason.contains("gone"), "{}", refused[0].reason);
         assert_eq!(writer.transport.calls.load(Ordering::Relaxed), 1);
 
-        let transport = Deleted {
-            calls: AtomicU64::new(0),
-        };
-        let writer = OutputWriter::new(
-            "named".into(),
-            StreamRef::parse("s"),
-            transport,
-            1024,
-            5 << 20,
-        )
-        .with_backoff(Backoff::new(
+        let writer = deleted().with_backoff(Backoff::new(
             Duration::from_millis(1),
             Duration::from_millis(2),
         ));
