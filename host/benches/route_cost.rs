@@ -40,7 +40,7 @@ fn records(size: usize, field_last: bool) -> Vec<SourceRecord> {
                 partition_key: format!("user-{}", i % 97),
                 explicit_hash_key: None,
                 sequence_number: format!("4960{i:052}"),
-                sub_sequence_number: 0,
+                sub_sequence_number: None,
                 arrival_ms: 1_764_000_000_000,
             }
         })

@@ -72,7 +72,7 @@ pub fn read_input(name: &str, input: impl BufRead) -> Result<Vec<SourceRecord>, 
             sequence_number: parsed
                 .sequence_number
                 .unwrap_or_else(|| format!("{number}")),
-            sub_sequence_number: 0,
+            sub_sequence_number: None,
             arrival_ms: 0,
         });
     }

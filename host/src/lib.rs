@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: the TOML contract, parsed and validated before anything runs.
 //! - [`source`]: shard discovery and lineage (parents before children) and one
-//!   polling reader per shard.
+//!   polling reader per shard, splitting KPL aggregates ([`kpl`]) into records.
 //! - [`pipeline`]: one routing job: a [`router`] (native replication or a
 //!   [`plugin`]) and the output writers it may use; processes one shard batch
 //!   at a time and reports when every output acknowledged it.
@@ -29,6 +29,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dry_run;
 pub mod kinesis;
+pub mod kpl;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;

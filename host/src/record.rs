@@ -8,8 +8,8 @@ pub struct SourceRecord {
     pub partition_key: String,
     pub explicit_hash_key: Option<String>,
     pub sequence_number: String,
-    /// Position inside a KPL aggregate; 0 for a plain record.
-    pub sub_sequence_number: u64,
+    /// Position inside a KPL aggregate (from 0); None for a plain record.
+    pub sub_sequence_number: Option<u64>,
     /// Approximate arrival time, milliseconds since the Unix epoch.
     pub arrival_ms: i64,
 }
@@ -45,6 +45,47 @@ pub fn compare_sequence(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// A point in a shard: a record's sequence number and, for a sub-record of a
+/// KPL aggregate, its sub-sequence number. A position says that everything at
+/// or before it is done (acknowledged, or read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPosition {
+    pub sequence: String,
+    /// None: the whole record (a plain record, or every sub-record of it).
+    pub sub: Option<u64>,
+}
+
+impl ShardPosition {
+    /// The position just after `record`.
+    pub fn after(record: &SourceRecord) -> Self {
+        ShardPosition {
+            sequence: record.sequence_number.clone(),
+            sub: record.sub_sequence_number,
+        }
+    }
+
+    /// Whether `record` is at or before this position (done already).
+    pub fn covers(&self, record: &SourceRecord) -> bool {
+        match compare_sequence(&record.sequence_number, &self.sequence) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => match (self.sub, record.sub_sequence_number) {
+                (None, _) | (_, None) => true,
+                (Some(done), Some(sub)) => sub <= done,
+            },
+        }
+    }
+
+    /// Orders positions along the shard; a whole record comes after each of its sub-records.
+    pub fn cmp_position(&self, other: &Self) -> std::cmp::Ordering {
+        compare_sequence(&self.sequence, &other.sequence).then_with(|| {
+            self.sub
+                .unwrap_or(u64::MAX)
+                .cmp(&other.sub.unwrap_or(u64::MAX))
+        })
+    }
+}
+
 /// Records with the given data, keys `k0, k1, ...` and sequence numbers from 1000: for tests.
 #[cfg(test)]
 pub fn test_records(data: &[&[u8]]) -> Vec<SourceRecord> {
@@ -55,7 +96,7 @@ pub fn test_records(data: &[&[u8]]) -> Vec<SourceRecord> {
             partition_key: format!("k{i}"),
             explicit_hash_key: None,
             sequence_number: format!("{}", 1000 + i),
-            sub_sequence_number: 0,
+            sub_sequence_number: None,
             arrival_ms: 0,
         })
         .collect()
@@ -63,7 +104,7 @@ pub fn test_records(data: &[&[u8]]) -> Vec<SourceRecord> {
 
 #[cfg(test)]
 mod tests {
-    use super::compare_sequence;
+    use super::*;
     use std::cmp::Ordering::*;
 
     #[test]
@@ -78,5 +119,34 @@ mod tests {
         );
         assert_eq!(compare_sequence("007", "7"), Equal);
         assert_eq!(compare_sequence("100", "99"), Greater);
+    }
+
+    fn record(sequence: &str, sub: Option<u64>) -> SourceRecord {
+        SourceRecord {
+            data: Vec::new(),
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            sequence_number: sequence.into(),
+            sub_sequence_number: sub,
+            arrival_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_position_inside_an_aggregate_covers_its_earlier_sub_records_only() {
+        let inside = ShardPosition::after(&record("20", Some(1)));
+        assert!(inside.covers(&record("19", None)));
+        assert!(inside.covers(&record("20", Some(0))));
+        assert!(inside.covers(&record("20", Some(1))));
+        assert!(!inside.covers(&record("20", Some(2))));
+        assert!(!inside.covers(&record("21", None)));
+        let whole = ShardPosition::after(&record("20", None));
+        assert!(whole.covers(&record("20", Some(7))));
+        assert!(inside.cmp_position(&whole).is_lt());
+        assert!(
+            whole
+                .cmp_position(&ShardPosition::after(&record("3", None)))
+                .is_gt()
+        );
     }
 }

@@ -10,7 +10,7 @@
 //! checkpoint is written.
 
 use crate::checkpoint::{Checkpoints, FileStore};
-use crate::config::{Config, Pipeline as PipelineConfig};
+use crate::config::{Config, Pipeline as PipelineConfig, ReaderKind};
 use crate::kinesis::{ClientSettings, StreamRef, client, describe};
 use crate::metrics::Metrics;
 use crate::outputs::Catalog;
@@ -21,6 +21,7 @@ use crate::router::Router;
 use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
 use crate::sink::OutputWriter;
+use crate::source::efo;
 use crate::source::{SourceRunner, SourceStats};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -245,6 +246,20 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         let client = client(&settings).await;
         let stream = StreamRef::parse(&source.stream);
         check_stream_exists(&client, &stream, &format!("{file}: sources.{name}")).await?;
+        let consumer_arn = match source.reader {
+            ReaderKind::Polling => None,
+            ReaderKind::Efo => {
+                let key = format!("{file}: sources.{name}.efo_consumer_name");
+                let stream_arn = efo::stream_arn(&client, &stream)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+                let arn = efo::consumer_arn(&client, &stream_arn, &source.efo_consumer_name)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+                tracing::info!(source = %name, consumer = %arn, "reading with enhanced fan-out");
+                Some(arn)
+            }
+        };
         let stats = Arc::new(SourceStats::default());
         sources.push(Arc::new(SourceRunner {
             name: Arc::from(name.as_str()),
@@ -255,6 +270,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             checkpoints: checkpoints.clone(),
             shutdown: shutdown.clone(),
             stats: stats.clone(),
+            consumer_arn,
         }));
         source_stats.push((name.clone(), stats));
     }

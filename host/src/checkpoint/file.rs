@@ -152,6 +152,7 @@ mod tests {
             ("p".into(), "s".into(), "shardId-0".into()),
             Position {
                 sequence: Some("42".into()),
+                sub_sequence: Some(3),
                 finished: false,
                 latest_since_ms: None,
             },
@@ -160,6 +161,7 @@ mod tests {
             ("p".into(), "s".into(), "shardId-1".into()),
             Position {
                 sequence: None,
+                sub_sequence: None,
                 finished: true,
                 latest_since_ms: None,
             },

@@ -11,6 +11,7 @@ mod file;
 
 pub use file::FileStore;
 
+use crate::record::ShardPosition;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct Position {
     /// Last acknowledged sequence number; reading resumes after it.
     pub sequence: Option<String>,
+    /// When the last acknowledged record was a sub-record of a KPL aggregate:
+    /// its sub-sequence number. Reading resumes at `sequence` (the aggregate
+    /// is read again) and skips the sub-records up to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_sequence: Option<u64>,
     /// The shard was read to its end and everything from it acknowledged.
     #[serde(default)]
     pub finished: bool,
@@ -27,6 +33,16 @@ pub struct Position {
     /// taking LATEST again, which would skip what arrived while it was down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_since_ms: Option<i64>,
+}
+
+impl Position {
+    /// The acknowledged position in the shard, if any.
+    pub fn done(&self) -> Option<ShardPosition> {
+        Some(ShardPosition {
+            sequence: self.sequence.clone()?,
+            sub: self.sub_sequence,
+        })
+    }
 }
 
 /// (pipeline, stream, shard id)
@@ -68,6 +84,7 @@ impl Checkpoints {
                 .entry((pipeline.to_string(), stream.to_string(), shard.to_string()))
                 .or_insert(Position {
                     sequence: None,
+                    sub_sequence: None,
                     finished: false,
                     latest_since_ms: None,
                 });
@@ -77,9 +94,10 @@ impl Checkpoints {
     }
 
     /// Records that everything up to `sequence` is acknowledged.
-    pub fn advance(&self, pipeline: &str, stream: &str, shard: &str, sequence: &str) {
+    pub fn advance(&self, pipeline: &str, stream: &str, shard: &str, done: &ShardPosition) {
         self.update(pipeline, stream, shard, |p| {
-            p.sequence = Some(sequence.to_string())
+            p.sequence = Some(done.sequence.clone());
+            p.sub_sequence = done.sub;
         });
     }
 

@@ -68,11 +68,8 @@ fn check_source(name: &str, source: &Source) -> Result<(), Problem> {
         }
         (_, None) => {}
     }
-    if source.reader == ReaderKind::Efo {
-        return Err((
-            key("reader"),
-            "\"efo\" (enhanced fan-out) is not available in this version; use \"polling\"".into(),
-        ));
+    if source.reader == ReaderKind::Efo && source.efo_consumer_name.trim().is_empty() {
+        return Err((key("efo_consumer_name"), "must not be empty".into()));
     }
     if source.poll_interval_ms == 0 {
         return Err((key("poll_interval_ms"), "must be at least 1".into()));

@@ -64,7 +64,9 @@ pub fn pack_into(batch: &mut Batch, source: &str, shard_id: &str, records: &[Sou
         batch
             .sequence_number_ends
             .push(batch.sequence_numbers.len() as u32);
-        batch.sub_sequence_numbers.push(r.sub_sequence_number);
+        batch
+            .sub_sequence_numbers
+            .push(r.sub_sequence_number.unwrap_or(0));
         batch.arrival_times.push(r.arrival_ms);
     }
 }
@@ -169,7 +171,7 @@ mod tests {
                 partition_key: format!("k{i}"),
                 explicit_hash_key: (i == 1).then(|| "42".to_string()),
                 sequence_number: format!("{}", 100 + i),
-                sub_sequence_number: 0,
+                sub_sequence_number: None,
                 arrival_ms: i as i64,
             })
             .collect()

@@ -19,6 +19,7 @@
 //!   batches read but not started are dropped unacknowledged (read again
 //!   after restart, never written twice).
 
+use super::efo::EfoReader;
 use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use super::shards::{ShardInfo, list_shards};
@@ -27,7 +28,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::{Source, StartPosition, validate_timestamp};
 use crate::kinesis::StreamRef;
 use crate::pipeline::{Pipeline, ShardBatch};
-use crate::record::compare_sequence;
+use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
 use aws_sdk_kinesis::Client;
 use std::collections::{BTreeMap, HashSet};
@@ -46,6 +47,23 @@ pub struct SourceRunner {
     pub checkpoints: Arc<Checkpoints>,
     pub shutdown: Shutdown,
     pub stats: Arc<SourceStats>,
+    /// With `reader = "efo"`: the ARN of the registered stream consumer.
+    pub consumer_arn: Option<String>,
+}
+
+/// The shared reader of a shard: GetRecords, or an enhanced fan-out subscription.
+enum TipReader {
+    Polling(ShardReader),
+    Efo(EfoReader),
+}
+
+impl TipReader {
+    async fn next(&mut self) -> ReadBatch {
+        match self {
+            TipReader::Polling(reader) => reader.next().await,
+            TipReader::Efo(reader) => reader.next().await,
+        }
+    }
 }
 
 /// What reading one source cost, read by `/metrics`.
@@ -103,12 +121,20 @@ impl SourceRunner {
         let mut discover =
             tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
         let mut backoff = Backoff::kinesis();
+        let (closed_tx, closed) = tokio::sync::watch::channel(HashSet::new());
         // Set once shutdown is seen, so that branch does not fire again (it
         // would resolve at once on every turn and spin while tasks drain).
         let mut draining = false;
         loop {
             if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
-                self.start_ready_shards(&shards, &mut done, &read_here, &mut running, &mut tasks);
+                self.start_ready_shards(
+                    &shards,
+                    &mut done,
+                    &read_here,
+                    &mut running,
+                    &mut tasks,
+                    &closed,
+                );
             } else if tasks.is_empty() {
                 return;
             }
@@ -136,6 +162,9 @@ impl SourceRunner {
                             backoff.reset();
                             let known = shards.len();
                             shards = list.into_iter().map(|s| (s.id.clone(), s)).collect();
+                            closed_tx.send_replace(
+                                shards.values().filter(|s| s.closed).map(|s| s.id.clone()).collect(),
+                            );
                             if shards.len() != known {
                                 tracing::info!(source = %self.name, shards = shards.len(), "shard list changed");
                             }
@@ -162,6 +191,7 @@ impl SourceRunner {
         read_here: &HashSet<String>,
         running: &mut HashSet<String>,
         tasks: &mut JoinSet<(String, ShardEnd)>,
+        closed: &tokio::sync::watch::Receiver<HashSet<String>>,
     ) {
         // Marking a shard done can make its children ready: repeat until stable.
         loop {
@@ -186,9 +216,10 @@ impl SourceRunner {
                         running.insert(shard.id.clone());
                         let me = self.clone();
                         let id = shard.id.clone();
+                        let closed = closed.clone();
                         tracing::info!(source = %self.name, shard = %id, ?start, "reading shard");
                         tasks.spawn(async move {
-                            let end = me.run_shard(id.clone(), start).await;
+                            let end = me.run_shard(id.clone(), start, closed).await;
                             (id, end)
                         });
                     }
@@ -212,8 +243,8 @@ impl SourceRunner {
                 Some(p) if p.finished => {}
                 Some(p) => {
                     needed = true;
-                    match (p.sequence, p.latest_since_ms) {
-                        (Some(seq), _) => sequences.push(seq),
+                    match (p.done(), p.latest_since_ms) {
+                        (Some(done), _) => sequences.push(done),
                         (None, Some(ms)) => {
                             latest_since = Some(latest_since.map_or(ms, |t| t.min(ms)));
                             unstarted = true;
@@ -257,17 +288,22 @@ impl SourceRunner {
                 }
             }
         };
-        let earliest = sequences.into_iter().min_by(|a, b| compare_sequence(a, b));
+        let earliest = sequences.into_iter().min_by(|a, b| a.cmp_position(b));
         Some(match (earliest, unstarted) {
-            (Some(seq), false) => StartAt::AfterSequence(seq),
+            (Some(done), false) => StartAt::after(&done),
             // A pipeline without a position joins the earliest one, unless the configured start is earlier still.
             (Some(_), true) if configured == StartAt::TrimHorizon => StartAt::TrimHorizon,
-            (Some(seq), true) => StartAt::AfterSequence(seq),
+            (Some(done), true) => StartAt::after(&done),
             (None, _) => configured,
         })
     }
 
-    async fn run_shard(self: Arc<Self>, shard_id: String, start: StartAt) -> ShardEnd {
+    async fn run_shard(
+        self: Arc<Self>,
+        shard_id: String,
+        start: StartAt,
+        closed: tokio::sync::watch::Receiver<HashSet<String>>,
+    ) -> ShardEnd {
         let stream = self.stream_key().to_string();
         if start == StartAt::Latest {
             let now_ms = std::time::SystemTime::now()
@@ -280,13 +316,14 @@ impl SourceRunner {
         }
         let calls = self.stats.get_records_counter(&shard_id);
         let setup = {
-            let (client, stream, shard, limit, poll, calls) = (
+            let (client, stream, shard, limit, poll, calls, deaggregate) = (
                 self.client.clone(),
                 self.stream.clone(),
                 shard_id.clone(),
                 self.config.max_records_per_read,
                 Duration::from_millis(self.config.poll_interval_ms),
                 calls.clone(),
+                self.config.deaggregate,
             );
             Arc::new(ReadSetup {
                 make_reader: Box::new(move |at| {
@@ -299,17 +336,29 @@ impl SourceRunner {
                         poll,
                     )
                     .counting_calls(calls.clone())
+                    .deaggregating(deaggregate)
                 }),
                 initial: start.clone(),
             })
         };
         // The shared reader reads one batch ahead of publishing.
         let (tx, mut rx) = mpsc::channel::<ReadBatch>(1);
-        let read_ahead = tokio::spawn(read_loop(
-            (setup.make_reader)(start),
-            tx,
-            self.shutdown.clone(),
-        ));
+        let tip = match &self.consumer_arn {
+            Some(consumer) => {
+                let setup = setup.clone();
+                TipReader::Efo(EfoReader::new(
+                    self.client.clone(),
+                    consumer.clone(),
+                    shard_id.clone(),
+                    start,
+                    self.config.deaggregate,
+                    closed,
+                    Box::new(move |at| (setup.make_reader)(at)),
+                ))
+            }
+            None => TipReader::Polling((setup.make_reader)(start)),
+        };
+        let read_ahead = tokio::spawn(read_loop(tip, tx, self.shutdown.clone()));
         let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
         let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
         let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
@@ -330,7 +379,7 @@ impl SourceRunner {
                 shard_id: shard_arc.clone(),
                 checkpoints: self.checkpoints.clone(),
                 shutdown: self.shutdown.clone(),
-                position: checkpoint.and_then(|c| c.sequence),
+                position: checkpoint.and_then(|c| c.done()),
                 read: setup.clone(),
                 rejoin: rejoin_tx.clone(),
             };
@@ -338,7 +387,7 @@ impl SourceRunner {
         }
         drop(rejoin_tx);
         // Publish until the shard ends, shutdown, or no lane is attached or alive.
-        let mut last_published: Option<String> = None;
+        let mut last_published: Option<ShardPosition> = None;
         let mut reading = true;
         let mut ends = Vec::new();
         while !lanes.is_empty() {
@@ -350,7 +399,7 @@ impl SourceRunner {
                         continue;
                     };
                     if let Some(last) = read.records.last() {
-                        last_published = Some(last.sequence_number.clone());
+                        last_published = Some(ShardPosition::after(last));
                     }
                     let end = read.end;
                     let published = Arc::new(Published {
@@ -454,12 +503,12 @@ impl SourceRunner {
 fn answer_rejoin(
     rejoin: Rejoin,
     reading: bool,
-    last_published: &Option<String>,
+    last_published: &Option<ShardPosition>,
     queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
 ) {
     let caught_up = match (last_published, &rejoin.position) {
         (None, _) => true,
-        (Some(published), Some(position)) => compare_sequence(position, published).is_ge(),
+        (Some(published), Some(position)) => position.cmp_position(published).is_ge(),
         (Some(_), None) => false,
     };
     let accepted = reading && caught_up;
@@ -469,7 +518,7 @@ fn answer_rejoin(
     let _ = rejoin.accepted.send(accepted);
 }
 
-async fn read_loop(mut reader: ShardReader, tx: mpsc::Sender<ReadBatch>, shutdown: Shutdown) {
+async fn read_loop(mut reader: TipReader, tx: mpsc::Sender<ReadBatch>, shutdown: Shutdown) {
     loop {
         let batch = tokio::select! {
             batch = reader.next() => batch,

@@ -22,7 +22,7 @@
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use crate::checkpoint::Checkpoints;
 use crate::pipeline::{Pipeline, Processed, ShardBatch};
-use crate::record::compare_sequence;
+use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +43,8 @@ pub struct Rejoin {
     pub lane: usize,
     /// The lane's new queue, if accepted.
     pub queue: mpsc::Sender<Arc<Published>>,
-    /// The last sequence number the lane acknowledged.
-    pub position: Option<String>,
+    /// The last record the lane acknowledged.
+    pub position: Option<ShardPosition>,
     pub accepted: oneshot::Sender<bool>,
 }
 
@@ -74,8 +74,8 @@ pub struct Lane {
     pub shard_id: Arc<str>,
     pub checkpoints: Arc<Checkpoints>,
     pub shutdown: Shutdown,
-    /// The last sequence number acknowledged (records up to it are skipped).
-    pub position: Option<String>,
+    /// The last record acknowledged (records up to it are skipped).
+    pub position: Option<ShardPosition>,
     pub read: Arc<ReadSetup>,
     pub rejoin: mpsc::UnboundedSender<Rejoin>,
 }
@@ -113,9 +113,7 @@ impl Lane {
             return Step::End(LaneEnd::Stopped);
         }
         let start = match &self.position {
-            Some(seq) => batch
-                .records
-                .partition_point(|r| compare_sequence(&r.sequence_number, seq).is_le()),
+            Some(done) => batch.records.partition_point(|r| done.covers(r)),
             None => 0,
         };
         if start < batch.records.len() {
@@ -140,13 +138,10 @@ impl Lane {
                 }
             }
             if let Some(last) = batch.records.last() {
-                self.checkpoints.advance(
-                    &self.pipeline.name,
-                    &self.stream,
-                    &self.shard_id,
-                    &last.sequence_number,
-                );
-                self.position = Some(last.sequence_number.clone());
+                let done = ShardPosition::after(last);
+                self.checkpoints
+                    .advance(&self.pipeline.name, &self.stream, &self.shard_id, &done);
+                self.position = Some(done);
             }
         }
         if end {
@@ -161,7 +156,7 @@ impl Lane {
     /// new queue), or until the lane ends.
     async fn catch_up(&mut self) -> Result<mpsc::Receiver<Arc<Published>>, LaneEnd> {
         let start = match &self.position {
-            Some(seq) => StartAt::AfterSequence(seq.clone()),
+            Some(done) => StartAt::after(done),
             None => self.read.initial.clone(),
         };
         let mut reader = (self.read.make_reader)(start);

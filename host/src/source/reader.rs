@@ -10,7 +10,7 @@
 
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_transient};
-use crate::record::SourceRecord;
+use crate::record::{ShardPosition, SourceRecord};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use aws_smithy_types::DateTime;
@@ -27,6 +27,19 @@ pub enum StartAt {
     Latest,
     AtTimestamp(DateTime),
     AfterSequence(String),
+    /// At this record: the position was inside a KPL aggregate, which is
+    /// read again (its acknowledged sub-records are skipped by the lane).
+    AtSequence(String),
+}
+
+impl StartAt {
+    /// Where to read so as to see everything after `done`.
+    pub fn after(done: &ShardPosition) -> StartAt {
+        match done.sub {
+            None => StartAt::AfterSequence(done.sequence.clone()),
+            Some(_) => StartAt::AtSequence(done.sequence.clone()),
+        }
+    }
 }
 
 /// What one GetRecords call gave.
@@ -45,6 +58,8 @@ pub struct ShardReader {
     iterator: Option<String>,
     limit: i32,
     poll_interval: Duration,
+    /// Split KPL aggregates into their sub-records (`deaggregate`).
+    deaggregate: bool,
     next_call: Instant,
     backoff: Backoff,
     /// Counts GetRecords calls, when set (`counting_calls`).
@@ -68,10 +83,17 @@ impl ShardReader {
             iterator: None,
             limit,
             poll_interval,
+            deaggregate: false,
             next_call: Instant::now(),
             backoff: Backoff::kinesis(),
             calls: None,
         }
+    }
+
+    /// Splits KPL aggregated records into their sub-records.
+    pub fn deaggregating(mut self, deaggregate: bool) -> Self {
+        self.deaggregate = deaggregate;
+        self
     }
 
     /// Counts every GetRecords call this reader makes in `calls`.
@@ -111,10 +133,12 @@ impl ShardReader {
             match result {
                 Ok(out) => {
                     self.backoff.reset();
-                    let records: Vec<SourceRecord> =
-                        out.records.into_iter().map(to_source_record).collect();
-                    if let Some(last) = records.last() {
+                    if let Some(last) = out.records.last() {
                         self.position = StartAt::AfterSequence(last.sequence_number.clone());
+                    }
+                    let mut records = Vec::with_capacity(out.records.len());
+                    for record in out.records {
+                        push_source_records(&mut records, record, self.deaggregate);
                     }
                     self.iterator = out.next_shard_iterator.filter(|i| !i.is_empty());
                     let end = self.iterator.is_none();
@@ -174,6 +198,9 @@ impl ShardReader {
             StartAt::AfterSequence(seq) => call
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq),
+            StartAt::AtSequence(seq) => call
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
         };
         let out = call
             .send()
@@ -184,16 +211,35 @@ impl ShardReader {
     }
 }
 
-fn to_source_record(r: aws_sdk_kinesis::types::Record) -> SourceRecord {
-    SourceRecord {
-        arrival_ms: r
-            .approximate_arrival_timestamp
-            .and_then(|t| t.to_millis().ok())
-            .unwrap_or(0),
-        data: r.data.into_inner(),
+/// Appends `r` to `records`: its sub-records if it is a KPL aggregate (and
+/// `deaggregate`), else the record itself.
+pub(super) fn push_source_records(
+    records: &mut Vec<SourceRecord>,
+    r: aws_sdk_kinesis::types::Record,
+    deaggregate: bool,
+) {
+    let arrival_ms = r
+        .approximate_arrival_timestamp
+        .and_then(|t| t.to_millis().ok())
+        .unwrap_or(0);
+    let data = r.data.into_inner();
+    if deaggregate && let Some(subs) = crate::kpl::deaggregate(&data) {
+        records.extend(subs.into_iter().map(|sub| SourceRecord {
+            data: sub.data,
+            partition_key: sub.partition_key,
+            explicit_hash_key: sub.explicit_hash_key,
+            sequence_number: r.sequence_number.clone(),
+            sub_sequence_number: Some(sub.sub_sequence_number),
+            arrival_ms,
+        }));
+        return;
+    }
+    records.push(SourceRecord {
+        arrival_ms,
+        data,
         partition_key: r.partition_key.unwrap_or_default(),
         explicit_hash_key: None,
         sequence_number: r.sequence_number,
-        sub_sequence_number: 0,
-    }
+        sub_sequence_number: None,
+    });
 }

@@ -1,0 +1,131 @@
+//! Enhanced fan-out (`reader = "efo"`) against kinesis-local: the consumer is
+//! registered, every record arrives once in key order, a graceful restart
+//! resumes from the checkpoints with nothing duplicated, and a split mid-run
+//! reads the parent to its end before its children.
+
+use distributary_e2e::*;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn efo_config(endpoint: &str, outputs: &[(&str, &str)]) -> String {
+    config::simple(endpoint, outputs, "").replace(
+        "poll_interval_ms = 200",
+        "reader = \"efo\"\nefo_consumer_name = \"distributary-test\"",
+    )
+}
+
+async fn consumers(client: &aws_sdk_kinesis::Client) -> Vec<String> {
+    let summary = client
+        .describe_stream_summary()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap();
+    let arn = summary
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    let listed = client
+        .list_stream_consumers()
+        .stream_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .consumers()
+        .iter()
+        .map(|c| c.consumer_name().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efo_replicates_and_a_graceful_restart_duplicates_nothing() {
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out", 1)])
+        .await
+        .unwrap();
+    let records = numbered_records(600, 12, "");
+    let (first, second) = records.split_at(300);
+    put_all(&client, "input", first).await.unwrap();
+    let dir = TestDir::new().unwrap();
+    let path = dir
+        .write_config(
+            "efo.toml",
+            &efo_config(&kinesis.endpoint, &[("out", "out")]),
+        )
+        .unwrap();
+
+    let running = Distributary::start(&path).unwrap();
+    let got = wait_for_settled(&client, "out", first.len(), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    assert_exactly_once_in_key_order("out", first, &got);
+    let log = running.log_text();
+    running.stop_cleanly();
+    assert!(log.contains("reading with enhanced fan-out"), "{log}");
+    assert!(!log.contains("GetRecords"), "no polling on the tip: {log}");
+    assert_eq!(consumers(&client).await, ["distributary-test"]);
+
+    // The second run reuses the consumer and resumes after the checkpoints.
+    put_all(&client, "input", second).await.unwrap();
+    let running = Distributary::start(&path).unwrap();
+    let got = wait_for_settled(&client, "out", records.len(), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    running.stop_cleanly();
+    assert_exactly_once_in_key_order("out", &records, &got);
+    assert_eq!(consumers(&client).await, ["distributary-test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efo_split_mid_run_reads_the_parent_before_its_children() {
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out", 2)])
+        .await
+        .unwrap();
+    let records = numbered_records(900, 30, "");
+    let (first, rest) = records.split_at(300);
+    let (second, third) = rest.split_at(300);
+    put_all(&client, "input", first).await.unwrap();
+    let dir = TestDir::new().unwrap();
+    let path = dir
+        .write_config(
+            "efo-split.toml",
+            &efo_config(&kinesis.endpoint, &[("out", "out")]),
+        )
+        .unwrap();
+    let running = Distributary::start(&path).unwrap();
+    wait_for_count(&client, "out", 100, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+
+    let shards = client
+        .list_shards()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap();
+    let shard0 = &shards.shards()[0];
+    let range = shard0.hash_key_range().unwrap();
+    let start: u128 = range.starting_hash_key().parse().unwrap();
+    let end: u128 = range.ending_hash_key().parse().unwrap();
+    put_all(&client, "input", second).await.unwrap();
+    client
+        .split_shard()
+        .stream_name("input")
+        .shard_to_split(shard0.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, "input").await.unwrap();
+    put_all(&client, "input", third).await.unwrap();
+
+    let got = wait_for_settled(&client, "out", records.len(), Duration::from_secs(180))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    let log = running.log_text();
+    running.stop_cleanly();
+    assert_exactly_once_in_key_order("out", &records, &got);
+    assert!(log.contains("shard read to its end"), "{log}");
+}
