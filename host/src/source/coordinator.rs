@@ -54,7 +54,7 @@ pub struct SourceRunner {
 /// The shared reader of a shard: GetRecords, or an enhanced fan-out subscription.
 enum TipReader {
     Polling(ShardReader),
-    Efo(EfoReader),
+    Efo(Box<EfoReader>),
 }
 
 impl TipReader {
@@ -346,7 +346,7 @@ impl SourceRunner {
         let tip = match &self.consumer_arn {
             Some(consumer) => {
                 let setup = setup.clone();
-                TipReader::Efo(EfoReader::new(
+                TipReader::Efo(Box::new(EfoReader::new(
                     self.client.clone(),
                     consumer.clone(),
                     shard_id.clone(),
@@ -354,7 +354,7 @@ impl SourceRunner {
                     self.config.deaggregate,
                     closed,
                     Box::new(move |at| (setup.make_reader)(at)),
-                ))
+                )))
             }
             None => TipReader::Polling((setup.make_reader)(start)),
         };
