@@ -93,6 +93,13 @@ async fn readyz_reports_a_halted_pipeline_while_the_other_keeps_going() {
             r#"distributary_source_get_records_calls_total{source="input",shard="shardId-000000000000"}"#
         ) >= 1.0
     );
+    // Every record is delivered, so the reader is at the tip of the shard.
+    assert_eq!(
+        value(
+            r#"distributary_source_millis_behind_latest{source="input",shard="shardId-000000000000"}"#
+        ),
+        0.0
+    );
     assert!(
         text.contains(
             r#"distributary_pipeline_lag_milliseconds{pipeline="p",shard="shardId-000000000000"}"#

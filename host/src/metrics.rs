@@ -249,6 +249,23 @@ impl Collector for Metrics {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let behind = self
+            .sources
+            .iter()
+            .flat_map(|(source, stats)| {
+                stats
+                    .millis_behind()
+                    .into_iter()
+                    .map(|(shard, ms)| (vec![("source", source.clone()), ("shard", shard)], ms))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "distributary_source_millis_behind_latest",
+            "MillisBehindLatest of the last read of each shard by its shared reader (GetRecords or EFO)",
+            behind,
+        )?;
         counters(
             &mut encoder,
             "distributary_source_get_records_calls",

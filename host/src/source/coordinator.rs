@@ -71,6 +71,8 @@ impl TipReader {
 pub struct SourceStats {
     /// GetRecords calls per shard, by this process (all pipelines on the source together).
     get_records: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    /// MillisBehindLatest of the last batch the shared reader read, per shard.
+    millis_behind: Mutex<BTreeMap<String, i64>>,
 }
 
 impl SourceStats {
@@ -80,6 +82,21 @@ impl SourceStats {
             Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
+    }
+
+    /// Records how far behind the tip the shared reader of `shard` is.
+    pub fn set_millis_behind(&self, shard: &str, ms: i64) {
+        if let Ok(mut map) = self.millis_behind.lock() {
+            map.insert(shard.to_string(), ms);
+        }
+    }
+
+    /// (shard, MillisBehindLatest) for every shard read so far.
+    pub fn millis_behind(&self) -> Vec<(String, i64)> {
+        self.millis_behind
+            .lock()
+            .map(|map| map.iter().map(|(s, ms)| (s.clone(), *ms)).collect())
+            .unwrap_or_default()
     }
 
     /// (shard, GetRecords calls) for every shard read so far.
@@ -358,7 +375,11 @@ impl SourceRunner {
             }
             None => TipReader::Polling((setup.make_reader)(start)),
         };
-        let read_ahead = tokio::spawn(read_loop(tip, tx, self.shutdown.clone()));
+        let behind = {
+            let (stats, shard) = (self.stats.clone(), shard_id.clone());
+            move |ms| stats.set_millis_behind(&shard, ms)
+        };
+        let read_ahead = tokio::spawn(read_loop(tip, tx, self.shutdown.clone(), behind));
         let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
         let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
         let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
@@ -518,12 +539,20 @@ fn answer_rejoin(
     let _ = rejoin.accepted.send(accepted);
 }
 
-async fn read_loop(mut reader: TipReader, tx: mpsc::Sender<ReadBatch>, shutdown: Shutdown) {
+async fn read_loop(
+    mut reader: TipReader,
+    tx: mpsc::Sender<ReadBatch>,
+    shutdown: Shutdown,
+    behind: impl Fn(i64) + Send,
+) {
     loop {
         let batch = tokio::select! {
             batch = reader.next() => batch,
             _ = shutdown.requested() => return,
         };
+        if let Some(ms) = batch.millis_behind {
+            behind(ms);
+        }
         let end = batch.end;
         if (!batch.records.is_empty() || end) && tx.send(batch).await.is_err() {
             return;

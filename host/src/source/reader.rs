@@ -1,8 +1,11 @@
 //! Polls one shard with GetRecords.
 //!
 //! Pacing: at most one call per `MIN_CALL_GAP` (Kinesis allows 5 reads per
-//! second per shard across all consumers), and a pause of `poll_interval`
-//! after a call that found the shard caught up. Recovery: an expired iterator
+//! second per shard across all consumers), at most `MAX_BYTES_PER_SECOND`
+//! read per shard on average (the next call waits until the bytes of the last
+//! one fit the 2 MiB/s read limit), and a pause of `poll_interval` after a
+//! call that found the shard caught up. ProvisionedThroughputExceeded is
+//! backed off like any transient error. Recovery: an expired iterator
 //! is replaced from the last record read; throttling and transient errors are
 //! retried with backoff, forever. The reader position (last record read) is
 //! not the checkpoint (last record acknowledged): a restart resumes from the
@@ -19,6 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const MIN_CALL_GAP: Duration = Duration::from_millis(200);
+/// The read limit of one shard (shared by all polling consumers).
+const MAX_BYTES_PER_SECOND: u64 = 2 << 20;
+
+/// How long after a call that read `bytes` the next one may be made.
+fn gap_after(bytes: usize) -> Duration {
+    let for_bytes = Duration::from_micros(bytes as u64 * 1_000_000 / MAX_BYTES_PER_SECOND);
+    MIN_CALL_GAP.max(for_bytes)
+}
 
 /// Where reading a shard starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +147,8 @@ impl ShardReader {
                     if let Some(last) = out.records.last() {
                         self.position = StartAt::AfterSequence(last.sequence_number.clone());
                     }
+                    let bytes: usize = out.records.iter().map(|r| r.data.as_ref().len()).sum();
+                    self.next_call = Instant::now() + gap_after(bytes);
                     let mut records = Vec::with_capacity(out.records.len());
                     for record in out.records {
                         push_source_records(&mut records, record, self.deaggregate);
@@ -144,7 +157,7 @@ impl ShardReader {
                     let end = self.iterator.is_none();
                     let caught_up = records.is_empty() || out.millis_behind_latest == Some(0);
                     if caught_up && !end {
-                        self.next_call = Instant::now() + self.poll_interval.max(MIN_CALL_GAP);
+                        self.next_call = self.next_call.max(Instant::now() + self.poll_interval);
                     }
                     return ReadBatch {
                         records,
@@ -242,4 +255,18 @@ pub(super) fn push_source_records(
         sequence_number: r.sequence_number,
         sub_sequence_number: None,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_paced_to_five_calls_and_two_mib_per_second() {
+        assert_eq!(gap_after(0), MIN_CALL_GAP);
+        assert_eq!(gap_after(100 << 10), MIN_CALL_GAP);
+        // 10 MiB (the most one call returns) takes 5 s of the shard's budget.
+        assert_eq!(gap_after(10 << 20), Duration::from_secs(5));
+        assert_eq!(gap_after(1 << 20), Duration::from_millis(500));
+    }
 }
