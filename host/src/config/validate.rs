@@ -114,12 +114,7 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
     if output.stream_pattern.is_some() && output.discover_interval_s == 0 {
         return Err((key("discover_interval_s"), "must be at least 1".into()));
     }
-    if output.aggregate {
-        return Err((
-            key("aggregate"),
-            "KPL aggregation on output is not available in this version".into(),
-        ));
-    }
+
     if output.external_id.is_some() && output.role_arn.is_none() {
         return Err((key("external_id"), "only used with role_arn".into()));
     }
@@ -128,6 +123,12 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
         return Err((
             key("max_record_bytes"),
             "must be between 1024 and 10485760".into(),
+        ));
+    }
+    if output.aggregate && !(1024..=max_record_bytes).contains(&output.aggregate_max_bytes) {
+        return Err((
+            key("aggregate_max_bytes"),
+            format!("must be between 1024 and max_record_bytes ({max_record_bytes})"),
         ));
     }
     if output.max_request_bytes < max_record_bytes {

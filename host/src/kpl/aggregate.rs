@@ -3,6 +3,7 @@
 
 use super::deaggregate::SubRecord;
 use super::{MAGIC, proto};
+use crate::record::OutRecord;
 use md5::{Digest, Md5};
 use prost::Message;
 use std::collections::HashMap;
@@ -49,5 +50,244 @@ impl KeyTable {
         self.keys.push(key.to_string());
         self.index.insert(key.to_string(), i);
         i
+    }
+}
+
+/// Bytes an aggregate adds around its records (magic, digest, framing), at most.
+const FRAME_BYTES: usize = 4 + 16 + 16;
+/// Bytes one record adds besides its data and keys (protobuf tags and lengths), at most.
+const RECORD_OVERHEAD: usize = 24;
+
+/// An aggregate's share of the stream: where records for one shard go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRange {
+    pub start: u128,
+    pub end: u128,
+}
+
+/// Packs `records` (in order) into aggregates of at most `max_bytes`, one
+/// stream of aggregates per shard of `shards` (open shards, by hash range).
+/// Returns the records to write, each tagged with its index in the returned
+/// member lists (which original `source_index`es it holds).
+///
+/// Every record of an aggregate hashes into the shard the aggregate is sent
+/// to (its explicit hash key is the shard's first hash key), so consumers that
+/// check placement (the KCL) keep them. A record too large to share an
+/// aggregate is written alone, unaggregated, with the same explicit hash key,
+/// so it keeps its place in the shard's order. With no shard map, records
+/// are written as they are.
+pub fn pack(
+    records: Vec<OutRecord>,
+    shards: &[ShardRange],
+    max_bytes: usize,
+) -> (Vec<OutRecord>, Vec<Vec<u32>>) {
+    let mut packer = Packer {
+        out: Vec::new(),
+        members: Vec::new(),
+        open: HashMap::new(),
+    };
+    for record in records {
+        let Some(shard) = shard_for(shards, hash_of(&record)) else {
+            packer.emit(record.source_index, record);
+            continue;
+        };
+        let start_key = shards[shard].start.to_string();
+        let size = record.data.len()
+            + record.partition_key.len()
+            + record.explicit_hash_key.as_ref().map_or(0, String::len)
+            + RECORD_OVERHEAD;
+        if size + FRAME_BYTES > max_bytes {
+            packer.close(shard);
+            let index = record.source_index;
+            packer.emit(
+                index,
+                OutRecord {
+                    explicit_hash_key: Some(start_key),
+                    ..record
+                },
+            );
+            continue;
+        }
+        let full = packer
+            .open
+            .get(&shard)
+            .is_some_and(|open| open.bytes + size > max_bytes);
+        if full {
+            packer.close(shard);
+        }
+        let open = packer.open.entry(shard).or_insert_with(|| Open {
+            records: Vec::new(),
+            members: Vec::new(),
+            bytes: FRAME_BYTES,
+            explicit_hash_key: start_key,
+        });
+        open.bytes += size;
+        open.members.push(record.source_index);
+        open.records.push(SubRecord {
+            sub_sequence_number: open.records.len() as u64,
+            data: record.data,
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+        });
+    }
+    let mut rest: Vec<usize> = packer.open.keys().copied().collect();
+    rest.sort_unstable();
+    for shard in rest {
+        packer.close(shard);
+    }
+    (packer.out, packer.members)
+}
+
+struct Open {
+    records: Vec<SubRecord>,
+    members: Vec<u32>,
+    bytes: usize,
+    explicit_hash_key: String,
+}
+
+struct Packer {
+    out: Vec<OutRecord>,
+    members: Vec<Vec<u32>>,
+    open: HashMap<usize, Open>,
+}
+
+impl Packer {
+    fn emit(&mut self, source_index: u32, record: OutRecord) {
+        self.members.push(vec![source_index]);
+        self.out.push(OutRecord {
+            source_index: (self.members.len() - 1) as u32,
+            ..record
+        });
+    }
+
+    fn close(&mut self, shard: usize) {
+        let Some(open) = self.open.remove(&shard) else {
+            return;
+        };
+        let Some(first) = open.records.first() else {
+            return;
+        };
+        let partition_key = first.partition_key.clone();
+        self.members.push(open.members);
+        self.out.push(OutRecord {
+            data: encode(&open.records),
+            partition_key,
+            explicit_hash_key: Some(open.explicit_hash_key),
+            source_index: (self.members.len() - 1) as u32,
+        });
+    }
+}
+
+/// Where Kinesis places a record: its explicit hash key, else the MD5 of its
+/// partition key read as a 128-bit big-endian number.
+pub fn hash_of(record: &OutRecord) -> u128 {
+    if let Some(key) = &record.explicit_hash_key
+        && let Ok(hash) = key.parse::<u128>()
+    {
+        return hash;
+    }
+    u128::from_be_bytes(Md5::digest(record.partition_key.as_bytes()).into())
+}
+
+fn shard_for(shards: &[ShardRange], hash: u128) -> Option<usize> {
+    shards.iter().position(|s| s.start <= hash && hash <= s.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kpl::deaggregate;
+
+    fn record(i: u32, key: &str, bytes: usize) -> OutRecord {
+        OutRecord {
+            data: vec![i as u8; bytes],
+            partition_key: key.into(),
+            explicit_hash_key: None,
+            source_index: i,
+        }
+    }
+
+    fn halves() -> Vec<ShardRange> {
+        let middle = u128::MAX / 2;
+        vec![
+            ShardRange {
+                start: 0,
+                end: middle,
+            },
+            ShardRange {
+                start: middle + 1,
+                end: u128::MAX,
+            },
+        ]
+    }
+
+    #[test]
+    fn records_are_packed_per_shard_in_order_within_the_size_limit() {
+        let shards = halves();
+        let records: Vec<OutRecord> = (0..200)
+            .map(|i| record(i, &format!("k{}", i % 13), 100))
+            .collect();
+        let (out, members) = pack(records.clone(), &shards, 2048);
+        let mut seen = Vec::new();
+        for aggregate in &out {
+            assert!(aggregate.data.len() <= 2048, "{}", aggregate.data.len());
+            let subs = deaggregate(&aggregate.data).expect("an aggregate");
+            let shard: u128 = aggregate
+                .explicit_hash_key
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let range = shards.iter().find(|s| s.start == shard).unwrap();
+            let held = &members[aggregate.source_index as usize];
+            assert_eq!(subs.len(), held.len());
+            for (sub, &i) in subs.iter().zip(held) {
+                let original = &records[i as usize];
+                assert_eq!(
+                    (&sub.partition_key, &sub.data),
+                    (&original.partition_key, &original.data)
+                );
+                let hash = hash_of(original);
+                assert!(
+                    range.start <= hash && hash <= range.end,
+                    "placed in its shard"
+                );
+                seen.push(i);
+            }
+        }
+        // Every record once; within a shard, in the original order.
+        let mut all = seen.clone();
+        all.sort_unstable();
+        assert_eq!(all, (0..200).collect::<Vec<u32>>());
+        for range in &shards {
+            let in_shard: Vec<u32> = seen
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let h = hash_of(&records[i as usize]);
+                    range.start <= h && h <= range.end
+                })
+                .collect();
+            assert!(in_shard.windows(2).all(|w| w[0] < w[1]), "{in_shard:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_too_large_to_share_goes_alone_and_no_map_means_no_aggregation() {
+        let shards = halves();
+        let (out, members) = pack(
+            vec![record(0, "a", 10), record(1, "a", 5000), record(2, "a", 10)],
+            &shards,
+            2048,
+        );
+        assert_eq!(members, vec![vec![0], vec![1], vec![2]]);
+        assert!(deaggregate(&out[0].data).is_some());
+        assert_eq!(out[1].data.len(), 5000, "written as it is");
+        assert_eq!(
+            out[1].explicit_hash_key, out[0].explicit_hash_key,
+            "same ordering key as its shard's aggregates"
+        );
+        let (out, _) = pack(vec![record(0, "a", 10)], &[], 2048);
+        assert_eq!(out[0].data, vec![0; 10]);
     }
 }

@@ -255,11 +255,19 @@ async fn open_writer(
         Some(configured) => configured,
         None => stream_max,
     };
-    Ok(Some(OutputWriter::new(
+    let writer = OutputWriter::new(
         name.to_string(),
         stream,
         KinesisTransport(client.clone()),
         max_record_bytes,
         output.max_request_bytes.max(max_record_bytes),
-    )))
+    );
+    Ok(Some(if output.aggregate {
+        writer.aggregating(
+            client.clone(),
+            output.aggregate_max_bytes.min(max_record_bytes),
+        )
+    } else {
+        writer
+    }))
 }

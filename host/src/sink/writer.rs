@@ -10,13 +10,17 @@
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
+use crate::kpl::aggregate::{ShardRange, pack};
 use crate::record::OutRecord;
+use crate::source::shards::list_shards;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// What became of one PutRecords call.
 #[derive(Debug)]
@@ -88,7 +92,7 @@ impl Transport for KinesisTransport {
 }
 
 /// A record an output can never accept.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "output {output} (stream {stream}) cannot accept the record routed from batch index {source_index}: {reason}"
 )]
@@ -97,6 +101,52 @@ pub struct DeliverError {
     pub stream: String,
     pub source_index: u32,
     pub reason: String,
+}
+
+/// How often the shard map of an aggregating output is read again, so that
+/// aggregates follow a resharded stream.
+const SHARD_MAP_TTL: Duration = Duration::from_secs(10);
+
+/// KPL aggregation state of one output: the size limit and the stream's open
+/// shards by hash range (ListShards), read again every `SHARD_MAP_TTL`.
+pub struct Aggregation {
+    client: Client,
+    max_bytes: usize,
+    shards: tokio::sync::Mutex<Option<(Instant, Arc<Vec<ShardRange>>)>>,
+}
+
+impl Aggregation {
+    /// The open shards now; an empty map (no aggregation) until ListShards answers.
+    async fn shard_map(&self, stream: &StreamRef) -> Arc<Vec<ShardRange>> {
+        let mut cached = self.shards.lock().await;
+        if let Some((fetched, map)) = cached.as_ref()
+            && fetched.elapsed() < SHARD_MAP_TTL
+        {
+            return map.clone();
+        }
+        match list_shards(&self.client, stream).await {
+            Ok(list) => {
+                let map: Vec<ShardRange> = list
+                    .iter()
+                    .filter(|s| !s.closed)
+                    .filter_map(|s| s.hash_range)
+                    .map(|(start, end)| ShardRange { start, end })
+                    .collect();
+                let map = Arc::new(map);
+                *cached = Some((Instant::now(), map.clone()));
+                map
+            }
+            Err(error) => {
+                tracing::warn!(stream = %stream, %error, "cannot read the output's shard map; using the last one");
+                let map = cached
+                    .as_ref()
+                    .map(|(_, map)| map.clone())
+                    .unwrap_or_default();
+                *cached = Some((Instant::now(), map.clone()));
+                map
+            }
+        }
+    }
 }
 
 /// Counters of one output, read by the metrics and the tests' logs.
@@ -118,6 +168,8 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
     /// Found by a `stream_pattern`: if the stream is deleted, what is routed
     /// to it is refused (the pipeline's `on_error`) rather than retried.
     discovered: bool,
+    /// KPL aggregation on output (`aggregate = true`).
+    aggregation: Option<Aggregation>,
     pub stats: WriterStats,
 }
 
@@ -137,6 +189,7 @@ impl<T: Transport> OutputWriter<T> {
             max_request_bytes,
             backoff: Backoff::kinesis(),
             discovered: false,
+            aggregation: None,
             stats: WriterStats::default(),
         }
     }
@@ -149,6 +202,17 @@ impl<T: Transport> OutputWriter<T> {
 
     pub fn is_discovered(&self) -> bool {
         self.discovered
+    }
+
+    /// Packs what is written into KPL aggregates of at most `max_bytes`, per
+    /// shard of the stream (shard map from ListShards through `client`).
+    pub fn aggregating(mut self, client: Client, max_bytes: usize) -> Self {
+        self.aggregation = Some(Aggregation {
+            client,
+            max_bytes,
+            shards: tokio::sync::Mutex::new(None),
+        });
+        self
     }
 
     /// Replaces the retry backoff (default: `Backoff::kinesis()`).
@@ -194,6 +258,37 @@ impl<T: Transport> OutputWriter<T> {
         &self,
         records: Vec<OutRecord>,
     ) -> Result<Vec<DeliverError>, DeliverError> {
+        let Some(aggregation) = &self.aggregation else {
+            return self.write(records).await;
+        };
+        let shards = aggregation.shard_map(&self.stream).await;
+        let (packed, members) = pack(records, &shards, aggregation.max_bytes);
+        // Errors name an aggregate; give them back the records it holds.
+        let holds = |e: &DeliverError| {
+            members
+                .get(e.source_index as usize)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match self.write(packed).await {
+            Ok(refused) => Ok(refused
+                .iter()
+                .flat_map(|e| {
+                    holds(e).into_iter().map(|i| DeliverError {
+                        source_index: i,
+                        ..e.clone()
+                    })
+                })
+                .collect()),
+            Err(e) => Err(DeliverError {
+                source_index: holds(&e).first().copied().unwrap_or(0),
+                ..e
+            }),
+        }
+    }
+
+    /// Writes records in order until all are acknowledged (see `deliver_checked`).
+    async fn write(&self, records: Vec<OutRecord>) -> Result<Vec<DeliverError>, DeliverError> {
         let mut pending: VecDeque<OutRecord> = records.into();
         let mut refused = Vec::new();
         let mut backoff = self.backoff.clone();

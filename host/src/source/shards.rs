@@ -11,6 +11,8 @@ pub struct ShardInfo {
     pub parents: Vec<String>,
     /// The shard has an ending sequence number: it was split or merged away.
     pub closed: bool,
+    /// Its hash key range (starting, ending), inclusive.
+    pub hash_range: Option<(u128, u128)>,
 }
 
 /// Every shard of the stream (open and closed, within retention), all pages.
@@ -40,10 +42,17 @@ pub async fn list_shards(client: &Client, stream: &StreamRef) -> Result<Vec<Shar
                 .sequence_number_range()
                 .and_then(|r| r.ending_sequence_number())
                 .is_some();
+            let hash_range = shard.hash_key_range().and_then(|r| {
+                Some((
+                    r.starting_hash_key().parse().ok()?,
+                    r.ending_hash_key().parse().ok()?,
+                ))
+            });
             shards.push(ShardInfo {
                 id: shard.shard_id().to_string(),
                 parents,
                 closed,
+                hash_range,
             });
         }
         match out.next_token() {

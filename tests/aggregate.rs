@@ -1,0 +1,149 @@
+//! KPL aggregation on output (`aggregate = true`): the output holds
+//! aggregates; de-aggregated, they hold every record once, in key order, and
+//! every sub-record sits in the shard its own key hashes to (what the KCL
+//! checks). After the output is split, the writer reads the shard map again
+//! (within 10 s) and later aggregates follow the new shards.
+
+use distributary::kpl::{aggregate::hash_of, deaggregate};
+use distributary::record::OutRecord;
+use distributary_e2e::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The output's records, de-aggregated, each checked to hash into the shard
+/// it was read from; (sub-records, aggregates read).
+async fn subrecords(client: &aws_sdk_kinesis::Client) -> (Vec<ReadRec>, usize) {
+    let shards = client
+        .list_shards()
+        .stream_name("out")
+        .send()
+        .await
+        .unwrap();
+    let ranges: HashMap<String, (u128, u128)> = shards
+        .shards()
+        .iter()
+        .map(|s| {
+            let r = s.hash_key_range().unwrap();
+            (
+                s.shard_id().to_string(),
+                (
+                    r.starting_hash_key().parse().unwrap(),
+                    r.ending_hash_key().parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let outer = read_all(client, "out").await.unwrap();
+    let mut subs = Vec::new();
+    for record in &outer {
+        let parts = deaggregate(&record.rec.data)
+            .unwrap_or_else(|| panic!("not an aggregate: {:?}", record.rec.key));
+        let (start, end) = ranges[&record.shard];
+        for sub in parts {
+            let hash = hash_of(&OutRecord {
+                data: Vec::new(),
+                partition_key: sub.partition_key.clone(),
+                explicit_hash_key: sub.explicit_hash_key.clone(),
+                source_index: 0,
+            });
+            assert!(
+                start <= hash && hash <= end,
+                "key {} is in {} but hashes outside it",
+                sub.partition_key,
+                record.shard
+            );
+            subs.push(ReadRec {
+                shard: record.shard.clone(),
+                sequence: record.sequence.clone(),
+                rec: Rec {
+                    key: sub.partition_key,
+                    data: sub.data,
+                },
+            });
+        }
+    }
+    (subs, outer.len())
+}
+
+async fn wait_for_subrecords(
+    client: &aws_sdk_kinesis::Client,
+    n: usize,
+    running: &Distributary,
+) -> (Vec<ReadRec>, usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (subs, outer) = subrecords(client).await;
+        if subs.len() >= n {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return subrecords(client).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records\n{}",
+            subs.len(),
+            running.log_text()
+        );
+        let _ = outer;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_hold_every_record_in_its_own_shard_and_follow_a_split() {
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out", 3)])
+        .await
+        .unwrap();
+    let records = numbered_records(1600, 64, "");
+    let (first, second) = records.split_at(800);
+    put_all(&client, "input", first).await.unwrap();
+    let dir = TestDir::new().unwrap();
+    let text = config::simple(&kinesis.endpoint, &[("out", "out")], "").replace(
+        "[outputs.out]\n",
+        "[outputs.out]\naggregate = true\naggregate_max_bytes = 4096\n",
+    );
+    let path = dir.write_config("aggregate.toml", &text).unwrap();
+    let running = Distributary::start(&path).unwrap();
+    let (got, aggregates) = wait_for_subrecords(&client, first.len(), &running).await;
+    assert_exactly_once_in_key_order("out", first, &got);
+    assert!(
+        aggregates * 10 < first.len(),
+        "{aggregates} aggregates for {} records",
+        first.len()
+    );
+
+    // Split the first output shard; after the shard map's refresh interval,
+    // aggregates follow the children.
+    let shards = client
+        .list_shards()
+        .stream_name("out")
+        .send()
+        .await
+        .unwrap();
+    let shard0 = &shards.shards()[0];
+    let range = shard0.hash_key_range().unwrap();
+    let start: u128 = range.starting_hash_key().parse().unwrap();
+    let end: u128 = range.ending_hash_key().parse().unwrap();
+    client
+        .split_shard()
+        .stream_name("out")
+        .shard_to_split(shard0.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, "out").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    put_all(&client, "input", second).await.unwrap();
+    let (got, _) = wait_for_subrecords(&client, records.len(), &running).await;
+    running.stop_cleanly();
+    assert_exactly_once_in_key_order("out", &records, &got);
+    let children: Vec<&str> = got
+        .iter()
+        .map(|r| r.shard.as_str())
+        .filter(|s| !shards.shards().iter().any(|p| p.shard_id() == *s))
+        .collect();
+    assert!(
+        !children.is_empty(),
+        "later aggregates went to the split's children"
+    );
+}
