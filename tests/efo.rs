@@ -1,7 +1,9 @@
 //! Enhanced fan-out (`reader = "efo"`) against kinesis-local: the consumer is
 //! registered, every record arrives once in key order, a graceful restart
 //! resumes from the checkpoints with nothing duplicated, and a split mid-run
-//! reads the parent to its end before its children.
+//! reads the parent to its end before its children. Subscriptions cut
+//! mid-stream (as on AWS after a network error, or at their 5-minute end) are
+//! replaced without a gap or a repeat.
 
 use distributary_e2e::*;
 use std::time::Duration;
@@ -9,7 +11,12 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn efo_config(endpoint: &str, outputs: &[(&str, &str)]) -> String {
-    config::simple(endpoint, outputs, "").replace(
+    efo_config_via(endpoint, endpoint, outputs)
+}
+
+/// With the source read through `source_endpoint` (a proxy).
+fn efo_config_via(source_endpoint: &str, endpoint: &str, outputs: &[(&str, &str)]) -> String {
+    config::split_endpoints(source_endpoint, endpoint, outputs, "").replace(
         "poll_interval_ms = 200",
         "reader = \"efo\"\nefo_consumer_name = \"distributary-test\"",
     )
@@ -128,4 +135,34 @@ async fn efo_split_mid_run_reads_the_parent_before_its_children() {
     running.stop_cleanly();
     assert_exactly_once_in_key_order("out", &records, &got);
     assert!(log.contains("shard read to its end"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_cut_mid_stream_lose_and_repeat_nothing() {
+    let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out", 1)])
+        .await
+        .unwrap();
+    let proxy = cut::CutProxy::start(&kinesis.endpoint, Duration::from_millis(2500))
+        .await
+        .unwrap();
+    let records = numbered_records(600, 12, "");
+    let dir = TestDir::new().unwrap();
+    let path = dir
+        .write_config(
+            "efo-cut.toml",
+            &efo_config_via(&proxy.endpoint, &kinesis.endpoint, &[("out", "out")]),
+        )
+        .unwrap();
+    let running = Distributary::start(&path).unwrap();
+    for wave in records.chunks(100) {
+        put_all(&client, "input", wave).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let got = wait_for_settled(&client, "out", records.len(), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    running.stop_cleanly();
+    assert_exactly_once_in_key_order("out", &records, &got);
+    let cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(cuts >= 4, "only {cuts} subscriptions were cut");
 }

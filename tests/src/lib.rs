@@ -6,6 +6,7 @@
 //! Every wait is bounded: helpers take a deadline and fail with what they saw.
 
 pub mod config;
+pub mod cut;
 pub mod fault;
 
 use anyhow::{Context, Result, bail};
