@@ -61,8 +61,18 @@ const RECORD_OVERHEAD: usize = 24;
 /// An aggregate's share of the stream: where records for one shard go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRange {
+    pub id: String,
     pub start: u128,
     pub end: u128,
+}
+
+/// What `pack` gives: the records to write (each `source_index` is an index
+/// into `members` and `placements`), the original `source_index`es each
+/// holds, and the shard each aggregate must land in (None: not checked).
+pub struct Packed {
+    pub records: Vec<OutRecord>,
+    pub members: Vec<Vec<u32>>,
+    pub placements: Vec<Option<String>>,
 }
 
 /// Packs `records` (in order) into aggregates of at most `max_bytes`, one
@@ -76,14 +86,11 @@ pub struct ShardRange {
 /// aggregate is written alone, unaggregated, with the same explicit hash key,
 /// so it keeps its place in the shard's order. With no shard map, records
 /// are written as they are.
-pub fn pack(
-    records: Vec<OutRecord>,
-    shards: &[ShardRange],
-    max_bytes: usize,
-) -> (Vec<OutRecord>, Vec<Vec<u32>>) {
+pub fn pack(records: Vec<OutRecord>, shards: &[ShardRange], max_bytes: usize) -> Packed {
     let mut packer = Packer {
         out: Vec::new(),
         members: Vec::new(),
+        placements: Vec::new(),
         open: HashMap::new(),
     };
     for record in records {
@@ -120,6 +127,7 @@ pub fn pack(
             members: Vec::new(),
             bytes: FRAME_BYTES,
             explicit_hash_key: start_key,
+            shard_id: shards[shard].id.clone(),
         });
         open.bytes += size;
         open.members.push(record.source_index);
@@ -135,7 +143,11 @@ pub fn pack(
     for shard in rest {
         packer.close(shard);
     }
-    (packer.out, packer.members)
+    Packed {
+        records: packer.out,
+        members: packer.members,
+        placements: packer.placements,
+    }
 }
 
 struct Open {
@@ -143,17 +155,20 @@ struct Open {
     members: Vec<u32>,
     bytes: usize,
     explicit_hash_key: String,
+    shard_id: String,
 }
 
 struct Packer {
     out: Vec<OutRecord>,
     members: Vec<Vec<u32>>,
+    placements: Vec<Option<String>>,
     open: HashMap<usize, Open>,
 }
 
 impl Packer {
     fn emit(&mut self, source_index: u32, record: OutRecord) {
         self.members.push(vec![source_index]);
+        self.placements.push(None);
         self.out.push(OutRecord {
             source_index: (self.members.len() - 1) as u32,
             ..record
@@ -169,6 +184,7 @@ impl Packer {
         };
         let partition_key = first.partition_key.clone();
         self.members.push(open.members);
+        self.placements.push(Some(open.shard_id));
         self.out.push(OutRecord {
             data: encode(&open.records),
             partition_key,
@@ -211,10 +227,12 @@ mod tests {
         let middle = u128::MAX / 2;
         vec![
             ShardRange {
+                id: "left".into(),
                 start: 0,
                 end: middle,
             },
             ShardRange {
+                id: "right".into(),
                 start: middle + 1,
                 end: u128::MAX,
             },
@@ -227,7 +245,11 @@ mod tests {
         let records: Vec<OutRecord> = (0..200)
             .map(|i| record(i, &format!("k{}", i % 13), 100))
             .collect();
-        let (out, members) = pack(records.clone(), &shards, 2048);
+        let Packed {
+            records: out,
+            members,
+            placements,
+        } = pack(records.clone(), &shards, 2048);
         let mut seen = Vec::new();
         for aggregate in &out {
             assert!(aggregate.data.len() <= 2048, "{}", aggregate.data.len());
@@ -239,6 +261,10 @@ mod tests {
                 .parse()
                 .unwrap();
             let range = shards.iter().find(|s| s.start == shard).unwrap();
+            assert_eq!(
+                placements[aggregate.source_index as usize].as_ref(),
+                Some(&range.id)
+            );
             let held = &members[aggregate.source_index as usize];
             assert_eq!(subs.len(), held.len());
             for (sub, &i) in subs.iter().zip(held) {
@@ -275,7 +301,11 @@ mod tests {
     #[test]
     fn a_record_too_large_to_share_goes_alone_and_no_map_means_no_aggregation() {
         let shards = halves();
-        let (out, members) = pack(
+        let Packed {
+            records: out,
+            members,
+            ..
+        } = pack(
             vec![record(0, "a", 10), record(1, "a", 5000), record(2, "a", 10)],
             &shards,
             2048,
@@ -287,7 +317,7 @@ mod tests {
             out[1].explicit_hash_key, out[0].explicit_hash_key,
             "same ordering key as its shard's aggregates"
         );
-        let (out, _) = pack(vec![record(0, "a", 10)], &[], 2048);
+        let out = pack(vec![record(0, "a", 10)], &[], 2048).records;
         assert_eq!(out[0].data, vec![0; 10]);
     }
 }

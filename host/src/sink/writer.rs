@@ -10,7 +10,7 @@
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
-use crate::kpl::aggregate::{ShardRange, pack};
+use crate::kpl::aggregate::{ShardRange, hash_of, pack};
 use crate::record::OutRecord;
 use crate::source::shards::list_shards;
 use aws_sdk_kinesis::Client;
@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 /// What became of one PutRecords call.
 #[derive(Debug)]
 pub enum PutOutcome {
-    /// The call was answered: per entry, `None` if written, else the error code and message.
-    Answered(Vec<Option<String>>),
+    /// The call was answered: per entry, the shard it was written to, or the
+    /// error code and message.
+    Answered(Vec<Result<String, String>>),
     /// The whole call failed in a way worth retrying.
     Transient(String),
     /// The whole call was rejected as invalid input (InvalidArgumentException,
@@ -67,12 +68,12 @@ impl Transport for KinesisTransport {
             .set_records(Some(entries));
         match call.send().await {
             Ok(out) => {
-                let results: Vec<Option<String>> = out
+                let results: Vec<Result<String, String>> = out
                     .records()
                     .iter()
-                    .map(|r| {
-                        r.error_code()
-                            .map(|code| format!("{code}: {}", r.error_message().unwrap_or("")))
+                    .map(|r| match r.error_code() {
+                        Some(code) => Err(format!("{code}: {}", r.error_message().unwrap_or(""))),
+                        None => Ok(r.shard_id().unwrap_or_default().to_string()),
                     })
                     .collect();
                 if results.len() != n {
@@ -103,6 +104,16 @@ pub struct DeliverError {
     pub reason: String,
 }
 
+/// What `write` did.
+struct Written {
+    /// Records Kinesis refused as invalid.
+    refused: Vec<DeliverError>,
+    /// Records written to another shard than predicted, with that shard.
+    misplaced: Vec<(u32, String)>,
+    /// Records not written because of that, in order.
+    unsent: Vec<u32>,
+}
+
 /// How often the shard map of an aggregating output is read again, so that
 /// aggregates follow a resharded stream.
 const SHARD_MAP_TTL: Duration = Duration::from_secs(10);
@@ -117,10 +128,11 @@ pub struct Aggregation {
 
 impl Aggregation {
     /// The open shards now; an empty map (no aggregation) until ListShards answers.
-    async fn shard_map(&self, stream: &StreamRef) -> Arc<Vec<ShardRange>> {
+    async fn shard_map(&self, stream: &StreamRef, reread: bool) -> Arc<Vec<ShardRange>> {
         let mut cached = self.shards.lock().await;
         if let Some((fetched, map)) = cached.as_ref()
             && fetched.elapsed() < SHARD_MAP_TTL
+            && !reread
         {
             return map.clone();
         }
@@ -129,8 +141,14 @@ impl Aggregation {
                 let map: Vec<ShardRange> = list
                     .iter()
                     .filter(|s| !s.closed)
-                    .filter_map(|s| s.hash_range)
-                    .map(|(start, end)| ShardRange { start, end })
+                    .filter_map(|s| {
+                        let (start, end) = s.hash_range?;
+                        Some(ShardRange {
+                            id: s.id.clone(),
+                            start,
+                            end,
+                        })
+                    })
                     .collect();
                 let map = Arc::new(map);
                 *cached = Some((Instant::now(), map.clone()));
@@ -259,36 +277,93 @@ impl<T: Transport> OutputWriter<T> {
         records: Vec<OutRecord>,
     ) -> Result<Vec<DeliverError>, DeliverError> {
         let Some(aggregation) = &self.aggregation else {
-            return self.write(records).await;
+            return self.write(records, &[]).await.map(|w| w.refused);
         };
-        let shards = aggregation.shard_map(&self.stream).await;
-        let (packed, members) = pack(records, &shards, aggregation.max_bytes);
-        // Errors name an aggregate; give them back the records it holds.
-        let holds = |e: &DeliverError| {
-            members
-                .get(e.source_index as usize)
-                .cloned()
-                .unwrap_or_default()
-        };
-        match self.write(packed).await {
-            Ok(refused) => Ok(refused
+        // As the KPL does: an aggregate that lands in another shard than the
+        // map predicted (the stream was resharded) makes the map be read
+        // again, and its records, with all not yet written, are packed again
+        // and sent again, so every sub-record ends up in the shard it hashes
+        // to. (The misplaced aggregate stays in the stream; the KCL drops its
+        // sub-records that are outside that shard.)
+        let mut todo = records;
+        let mut refused = Vec::new();
+        let mut backoff = self.backoff.clone();
+        loop {
+            let shards = aggregation.shard_map(&self.stream, false).await;
+            // Pack positions in `todo`, so that errors and re-sends find their records.
+            let tagged = todo
                 .iter()
-                .flat_map(|e| {
-                    holds(e).into_iter().map(|i| DeliverError {
-                        source_index: i,
-                        ..e.clone()
-                    })
+                .enumerate()
+                .map(|(i, r)| OutRecord {
+                    source_index: i as u32,
+                    ..r.clone()
                 })
-                .collect()),
-            Err(e) => Err(DeliverError {
-                source_index: holds(&e).first().copied().unwrap_or(0),
-                ..e
-            }),
+                .collect();
+            let packed = pack(tagged, &shards, aggregation.max_bytes);
+            let original =
+                |position: u32| todo.get(position as usize).map_or(0, |r| r.source_index);
+            let holds = |e: &DeliverError| -> Vec<u32> {
+                packed
+                    .members
+                    .get(e.source_index as usize)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let written = match self.write(packed.records.clone(), &packed.placements).await {
+                Ok(written) => written,
+                Err(e) => {
+                    let first = holds(&e).first().copied().unwrap_or(0);
+                    return Err(DeliverError {
+                        source_index: original(first),
+                        ..e
+                    });
+                }
+            };
+            for e in &written.refused {
+                refused.extend(holds(e).into_iter().map(|p| DeliverError {
+                    source_index: original(p),
+                    ..e.clone()
+                }));
+            }
+            if written.misplaced.is_empty() {
+                return Ok(refused);
+            }
+            // The new map says which sub-records of a misplaced aggregate are
+            // outside the shard it landed in: only those are sent again.
+            let shards = aggregation.shard_map(&self.stream, true).await;
+            let members = |i: u32| packed.members.get(i as usize).cloned().unwrap_or_default();
+            let mut positions: Vec<u32> = written.unsent.iter().flat_map(|&i| members(i)).collect();
+            for (i, landed) in &written.misplaced {
+                let range = shards.iter().find(|s| &s.id == landed);
+                positions.extend(members(*i).into_iter().filter(|&p| {
+                    let hash = todo.get(p as usize).map_or(0, hash_of);
+                    !range.is_some_and(|r| r.start <= hash && hash <= r.end)
+                }));
+            }
+            positions.sort_unstable();
+            positions.dedup();
+            tracing::warn!(output = %self.name, records = positions.len(), "an aggregate landed outside its predicted shard (resharded?); reading the shard map again and re-sending");
+            todo = positions
+                .into_iter()
+                .filter_map(|p| todo.get(p as usize).cloned())
+                .collect();
+            if todo.is_empty() {
+                return Ok(refused);
+            }
+            backoff.wait().await;
         }
     }
 
-    /// Writes records in order until all are acknowledged (see `deliver_checked`).
-    async fn write(&self, records: Vec<OutRecord>) -> Result<Vec<DeliverError>, DeliverError> {
+    /// Writes records in order until all are acknowledged (see
+    /// `deliver_checked`). `placements[i]`, when given, is the shard record
+    /// `i` (by `source_index`) must land in: if one lands elsewhere, the
+    /// write stops after that request and `again` names it and every record
+    /// not yet written, in order.
+    async fn write(
+        &self,
+        records: Vec<OutRecord>,
+        placements: &[Option<String>],
+    ) -> Result<Written, DeliverError> {
         let mut pending: VecDeque<OutRecord> = records.into();
         let mut refused = Vec::new();
         let mut backoff = self.backoff.clone();
@@ -315,11 +390,36 @@ impl<T: Transport> OutputWriter<T> {
                 PutOutcome::Answered(results) => {
                     let mut failed: Vec<OutRecord> = Vec::new();
                     let mut first_error = None;
+                    let mut misplaced = Vec::new();
                     for (record, result) in pending.drain(..n).zip(results) {
-                        if let Some(error) = result {
-                            first_error.get_or_insert(error);
-                            failed.push(record);
+                        match result {
+                            Err(error) => {
+                                first_error.get_or_insert(error);
+                                failed.push(record);
+                            }
+                            Ok(shard) => {
+                                let expected = placements
+                                    .get(record.source_index as usize)
+                                    .and_then(Option::as_ref);
+                                if expected.is_some_and(|e| *e != shard) {
+                                    misplaced.push((record.source_index, shard));
+                                }
+                            }
                         }
+                    }
+                    if !misplaced.is_empty() {
+                        let written = n - failed.len();
+                        self.stats
+                            .records_written
+                            .fetch_add(written as u64, Ordering::Relaxed);
+                        for record in failed.into_iter().rev() {
+                            pending.push_front(record);
+                        }
+                        return Ok(Written {
+                            refused,
+                            misplaced,
+                            unsent: pending.iter().map(|r| r.source_index).collect(),
+                        });
                     }
                     let written = n - failed.len();
                     self.stats
@@ -387,7 +487,11 @@ impl<T: Transport> OutputWriter<T> {
                 }
             }
         }
-        Ok(refused)
+        Ok(Written {
+            refused,
+            misplaced: Vec::new(),
+            unsent: Vec::new(),
+        })
     }
 }
 
@@ -432,11 +536,11 @@ mod tests {
                     .into_iter()
                     .map(|e| {
                         if rng.f64() < self.entry_failure {
-                            Some("ProvisionedThroughputExceededException: slow down".into())
+                            Err("ProvisionedThroughputExceededException: slow down".into())
                         } else {
                             let key = e.partition_key().unwrap_or_default().to_string();
                             written.push((key, e.data().as_ref().to_vec()));
-                            None
+                            Ok("shardId-000000000000".into())
                         }
                     })
                     .collect(),
