@@ -118,25 +118,7 @@ async fn aggregates_hold_every_record_in_its_own_shard_and_follow_a_split() {
     );
 
     // Split the first output shard while records flow.
-    let shards = client
-        .list_shards()
-        .stream_name("out")
-        .send()
-        .await
-        .unwrap();
-    let shard0 = &shards.shards()[0];
-    let range = shard0.hash_key_range().unwrap();
-    let start: u128 = range.starting_hash_key().parse().unwrap();
-    let end: u128 = range.ending_hash_key().parse().unwrap();
-    client
-        .split_shard()
-        .stream_name("out")
-        .shard_to_split(shard0.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, "out").await.unwrap();
+    let parents = split_in_half(&client, "out", 0).await.unwrap();
     put_all(&client, "input", second).await.unwrap();
     let (got, _, dropped) = wait_for_subrecords(&client, records.len(), &running).await;
     let log = running.log_text();
@@ -154,7 +136,7 @@ async fn aggregates_hold_every_record_in_its_own_shard_and_follow_a_split() {
     let children: Vec<&str> = got
         .iter()
         .map(|r| r.shard.as_str())
-        .filter(|s| !shards.shards().iter().any(|p| p.shard_id() == *s))
+        .filter(|s| !parents.iter().any(|p| p == s))
         .collect();
     assert!(
         !children.is_empty(),

@@ -106,26 +106,8 @@ async fn efo_split_mid_run_reads_the_parent_before_its_children() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
 
-    let shards = client
-        .list_shards()
-        .stream_name("input")
-        .send()
-        .await
-        .unwrap();
-    let shard0 = &shards.shards()[0];
-    let range = shard0.hash_key_range().unwrap();
-    let start: u128 = range.starting_hash_key().parse().unwrap();
-    let end: u128 = range.ending_hash_key().parse().unwrap();
     put_all(&client, "input", second).await.unwrap();
-    client
-        .split_shard()
-        .stream_name("input")
-        .shard_to_split(shard0.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, "input").await.unwrap();
+    split_in_half(&client, "input", 0).await.unwrap();
     put_all(&client, "input", third).await.unwrap();
 
     let got = wait_for_settled(&client, "out", records.len(), Duration::from_secs(180))

@@ -30,32 +30,11 @@ async fn split_and_merge_mid_run_keep_every_record_in_key_order() {
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
 
     // Split shard 0 at the middle of its hash range.
-    let shards = client
-        .list_shards()
-        .stream_name("input")
-        .send()
-        .await
-        .unwrap();
-    let shard0 = &shards.shards()[0];
-    let range = shard0.hash_key_range().unwrap();
-    let start: u128 = range.starting_hash_key().parse().unwrap();
-    let end: u128 = range.ending_hash_key().parse().unwrap();
-    client
-        .split_shard()
-        .stream_name("input")
-        .shard_to_split(shard0.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, "input").await.unwrap();
+    let before = split_in_half(&client, "input", 0).await.unwrap();
     put_all(&client, "input", second).await.unwrap();
 
     // Merge shards 1 and 2 (adjacent hash ranges).
-    let (s1, s2) = (
-        shards.shards()[1].shard_id().to_string(),
-        shards.shards()[2].shard_id().to_string(),
-    );
+    let (s1, s2) = (before[1].clone(), before[2].clone());
     client
         .merge_shards()
         .stream_name("input")

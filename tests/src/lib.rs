@@ -149,6 +149,34 @@ pub async fn client_for(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// Splits shard `index` of `stream` (in ListShards order) at the middle of
+/// its hash range and waits until the stream is ACTIVE again; returns the
+/// shard ids listed before the split.
+pub async fn split_in_half(client: &Client, stream: &str, index: usize) -> Result<Vec<String>> {
+    let listed = client.list_shards().stream_name(stream).send().await?;
+    let shard = listed
+        .shards()
+        .get(index)
+        .with_context(|| format!("{stream} has no shard {index}"))?;
+    let range = shard.hash_key_range().context("shard without hash range")?;
+    let start: u128 = range.starting_hash_key().parse()?;
+    let end: u128 = range.ending_hash_key().parse()?;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard.shard_id())
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .with_context(|| format!("SplitShard {stream}"))?;
+    wait_active(client, stream).await?;
+    Ok(listed
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect())
+}
+
 /// Creates a stream and waits until it is ACTIVE.
 pub async fn create_stream(client: &Client, name: &str, shards: i32) -> Result<()> {
     client
