@@ -86,6 +86,22 @@ fn gauges(
     Ok(())
 }
 
+/// One sample per (source, shard) of what `read` gives for each source.
+fn per_source_shard<T>(
+    sources: &[(String, Arc<SourceStats>)],
+    read: impl Fn(&SourceStats) -> Vec<(String, T)>,
+) -> Vec<(Labels, T)> {
+    sources
+        .iter()
+        .flat_map(|(source, stats)| {
+            read(stats)
+                .into_iter()
+                .map(|(shard, v)| (vec![("source", source.clone()), ("shard", shard)], v))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let pipeline = |p: &Pipeline| vec![("pipeline", p.name.clone())];
@@ -238,28 +254,8 @@ impl Collector for Metrics {
             per_output(&|w| load(&w.stats.requests_retried)),
         )?;
 
-        let get_records = self
-            .sources
-            .iter()
-            .flat_map(|(source, stats)| {
-                stats
-                    .get_records()
-                    .into_iter()
-                    .map(|(shard, n)| (vec![("source", source.clone()), ("shard", shard)], n))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let behind = self
-            .sources
-            .iter()
-            .flat_map(|(source, stats)| {
-                stats
-                    .millis_behind()
-                    .into_iter()
-                    .map(|(shard, ms)| (vec![("source", source.clone()), ("shard", shard)], ms))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let get_records = per_source_shard(&self.sources, |stats| stats.get_records());
+        let behind = per_source_shard(&self.sources, |stats| stats.millis_behind());
         gauges(
             &mut encoder,
             "distributary_source_millis_behind_latest",
