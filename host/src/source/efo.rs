@@ -66,6 +66,7 @@ pub async fn stream_arn(client: &Client, stream: &StreamRef) -> Result<String, S
 /// once it is ACTIVE.
 pub async fn consumer_arn(client: &Client, stream_arn: &str, name: &str) -> Result<String, String> {
     let mut registered = false;
+    let mut last_status = None;
     loop {
         let described = client
             .describe_stream_consumer()
@@ -80,9 +81,11 @@ pub async fn consumer_arn(client: &Client, stream_arn: &str, name: &str) -> Resu
                 };
                 match consumer.consumer_status() {
                     ConsumerStatus::Active => return Ok(consumer.consumer_arn().to_string()),
-                    status => {
+                    status if last_status.as_ref() != Some(status) => {
                         tracing::info!(consumer = %name, ?status, "waiting for the stream consumer to be ACTIVE");
+                        last_status = Some(status.clone());
                     }
+                    _ => {}
                 }
             }
             Err(e) if is_not_found(&e) && !registered => {
