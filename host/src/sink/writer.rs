@@ -10,7 +10,7 @@
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
-use crate::kpl::aggregate::{ShardRange, hash_of, pack};
+use crate::kpl::aggregate::{Packed, ShardRange, hash_of, pack};
 use crate::record::OutRecord;
 use crate::source::shards::list_shards;
 use aws_sdk_kinesis::Client;
@@ -299,20 +299,19 @@ impl<T: Transport> OutputWriter<T> {
                     ..r.clone()
                 })
                 .collect();
-            let packed = pack(tagged, &shards, aggregation.max_bytes);
+            let Packed {
+                records: packed,
+                members,
+                placements,
+            } = pack(tagged, &shards, aggregation.max_bytes);
             let original =
                 |position: u32| todo.get(position as usize).map_or(0, |r| r.source_index);
-            let holds = |e: &DeliverError| -> Vec<u32> {
-                packed
-                    .members
-                    .get(e.source_index as usize)
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let written = match self.write(packed.records.clone(), &packed.placements).await {
+            // The positions in `todo` of the records entry `i` holds.
+            let holds = |i: u32| members.get(i as usize).cloned().unwrap_or_default();
+            let written = match self.write(packed, &placements).await {
                 Ok(written) => written,
                 Err(e) => {
-                    let first = holds(&e).first().copied().unwrap_or(0);
+                    let first = holds(e.source_index).first().copied().unwrap_or(0);
                     return Err(DeliverError {
                         source_index: original(first),
                         ..e
@@ -320,7 +319,7 @@ impl<T: Transport> OutputWriter<T> {
                 }
             };
             for e in &written.refused {
-                refused.extend(holds(e).into_iter().map(|p| DeliverError {
+                refused.extend(holds(e.source_index).into_iter().map(|p| DeliverError {
                     source_index: original(p),
                     ..e.clone()
                 }));
@@ -331,11 +330,10 @@ impl<T: Transport> OutputWriter<T> {
             // The new map says which sub-records of a misplaced aggregate are
             // outside the shard it landed in: only those are sent again.
             let shards = aggregation.shard_map(&self.stream, true).await;
-            let members = |i: u32| packed.members.get(i as usize).cloned().unwrap_or_default();
-            let mut positions: Vec<u32> = written.unsent.iter().flat_map(|&i| members(i)).collect();
+            let mut positions: Vec<u32> = written.unsent.iter().flat_map(|&i| holds(i)).collect();
             for (i, landed) in &written.misplaced {
                 let range = shards.iter().find(|s| &s.id == landed);
-                positions.extend(members(*i).into_iter().filter(|&p| {
+                positions.extend(holds(*i).into_iter().filter(|&p| {
                     let hash = todo.get(p as usize).map_or(0, hash_of);
                     !range.is_some_and(|r| r.start <= hash && hash <= r.end)
                 }));
