@@ -218,3 +218,108 @@ async fn every_page_of_list_streams_is_read() {
         }
     }
 }
+
+/// The reported stop: outputs by pattern, the default `on_error` (halt),
+/// records flowing to app-output-1..3; app-output-1 is deleted by its owner.
+/// The pipeline must not halt nor the process exit: records routed to the
+/// deleted stream are dropped and counted (logged once), and app-output-2
+/// and -3 keep receiving everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_discovered_stream_is_dropped_and_the_others_keep_receiving() {
+    let outputs = ["app-output-1", "app-output-2", "app-output-3"];
+    let (kinesis, client) = kinesis_with_streams(&[
+        ("input", 2),
+        (outputs[0], 1),
+        (outputs[1], 1),
+        (outputs[2], 1),
+    ])
+    .await
+    .unwrap();
+    let dir = TestDir::new().unwrap();
+    let port = free_port_pair();
+    // A long refresh interval: the deleted stream stays an output for a
+    // while, so records really are routed to it after it is gone.
+    let text = format!(
+        r#"
+[sources.input]
+stream = "input"
+endpoint_url = "{0}"
+poll_interval_ms = 200
+
+[outputs.apps]
+stream_pattern = "app-output-*"
+discover_interval_s = 300
+endpoint_url = "{0}"
+
+[checkpoint]
+path = "state"
+interval_ms = 200
+
+[server]
+listen = "127.0.0.1:{port}"
+
+[[pipelines]]
+name = "p"
+source = "input"
+outputs = ["apps"]
+"#,
+        kinesis.endpoint
+    );
+    let path = dir.write_config("deleted.toml", &text).unwrap();
+    let mut running = Distributary::start(&path).unwrap();
+    wait_for_outputs(port, "p", &outputs, &running).await;
+    let wave1 = numbered_records(WAVE, KEYS, "one");
+    put_all(&client, "input", &wave1).await.unwrap();
+    for stream in outputs {
+        settled(&client, stream, &wave1, &running).await;
+    }
+    client
+        .delete_stream()
+        .stream_name(outputs[0])
+        .send()
+        .await
+        .unwrap();
+    let mut all = wave1.clone();
+    for wave in ["two", "three"] {
+        let records = numbered_records(WAVE, KEYS, wave);
+        put_all(&client, "input", &records).await.unwrap();
+        all.extend(records);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for stream in &outputs[1..] {
+        settled(&client, stream, &all, &running).await;
+    }
+    assert!(
+        running.is_running(),
+        "the process must not exit\n{}",
+        running.log_text()
+    );
+    let text = scrape_metrics(port).unwrap_or_default();
+    let dropped = metric(
+        &text,
+        "distributary_pipeline_dropped_stream_deleted_total{pipeline=\"p\",output=\"app-output-1\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(
+        dropped,
+        (2 * WAVE) as f64,
+        "every record routed to it after the deletion\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "distributary_pipeline_halted{pipeline=\"p\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        http_get(port, "/readyz").map(|(status, _)| status),
+        Some(200)
+    );
+    let log = running.log_text();
+    assert_eq!(
+        log.matches("discovered stream was deleted").count(),
+        1,
+        "logged once per stream\n{log}"
+    );
+    let status = running.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -148,3 +148,114 @@ async fn subscriptions_cut_mid_stream_lose_and_repeat_nothing() {
     let cuts = proxy.cuts.load(std::sync::atomic::Ordering::Relaxed);
     assert!(cuts >= 4, "only {cuts} subscriptions were cut");
 }
+
+/// Registers (or finds) consumer `name` on `input` and holds a subscription
+/// to `shard` open, reading its events, until the returned task is aborted:
+/// another process's subscription that is still open.
+async fn hold_subscription(
+    client: &aws_sdk_kinesis::Client,
+    name: &str,
+    shard: &str,
+) -> tokio::task::JoinHandle<()> {
+    use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition};
+    let arn = client
+        .describe_stream_summary()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    let consumer = client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name(name)
+        .send()
+        .await
+        .unwrap()
+        .consumer
+        .unwrap()
+        .consumer_arn;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut events = loop {
+        let start = StartingPosition::builder()
+            .r#type(ShardIteratorType::Latest)
+            .build()
+            .unwrap();
+        match client
+            .subscribe_to_shard()
+            .consumer_arn(&consumer)
+            .shard_id(shard)
+            .starting_position(start)
+            .send()
+            .await
+        {
+            Ok(out) => break out.event_stream,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot subscribe: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = events.recv().await {} })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_held_elsewhere_is_backed_off_counted_and_read_by_get_records() {
+    let (kinesis, client) = kinesis_with_streams(&[("input", 1), ("out", 1)])
+        .await
+        .unwrap();
+    let shard = client
+        .list_shards()
+        .stream_name("input")
+        .send()
+        .await
+        .unwrap()
+        .shards()[0]
+        .shard_id()
+        .to_string();
+    let holder = hold_subscription(&client, "distributary-test", &shard).await;
+    let port = free_port_pair();
+    let dir = TestDir::new().unwrap();
+    let text = format!(
+        "{}\n[server]\nlisten = \"127.0.0.1:{port}\"\n",
+        efo_config(&kinesis.endpoint, &[("out", "out")])
+    );
+    let path = dir.write_config("efo-held.toml", &text).unwrap();
+    let running = Distributary::start(&path).unwrap();
+    let records = numbered_records(120, 6, "");
+    put_all(&client, "input", &records).await.unwrap();
+    // Delivered although the subscription stays held the whole time.
+    let got = wait_for_settled(&client, "out", records.len(), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
+    assert_exactly_once_in_key_order("out", &records, &got);
+    let metrics = scrape_metrics(port).unwrap_or_default();
+    let series = |name: &str| {
+        metric(
+            &metrics,
+            &format!("{name}{{source=\"input\",shard=\"{shard}\"}}"),
+        )
+    };
+    let conflicts = series("distributary_source_efo_subscription_conflicts_total").unwrap_or(0.0);
+    assert!(conflicts >= 2.0, "{metrics}");
+    // Backed off: far fewer attempts than one a second over the 15 s before the fallback.
+    assert!(conflicts <= 10.0, "{conflicts} attempts\n{metrics}");
+    assert_eq!(
+        series("distributary_source_efo_polling_fallback"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let log = running.log_text();
+    assert!(
+        log.contains("another subscription holds the shard; reading it with GetRecords"),
+        "{log}"
+    );
+    holder.abort();
+    running.stop_cleanly();
+}

@@ -73,11 +73,37 @@ fn a_failing_record_is_named_and_the_others_still_route() {
 }
 
 #[test]
-fn bad_input_and_bad_plugin_config_exit_2_naming_the_problem() {
-    let (out, _) = route("replicate", "{}", "a", "{\"data\":\"x\"}\n{\"nope\":1}\n");
-    assert_eq!(out.status.code(), Some(2));
+fn every_bad_input_line_is_named_and_every_good_one_routed() {
+    // 20 lines, two of them malformed: exit 1, both named by line, the 18
+    // others routed, and every output line numbered by its input line.
+    let mut input = String::new();
+    for i in 1..=20 {
+        match i {
+            7 => input.push_str("{\"data\": \"unterminated\n"),
+            13 => input.push_str("{\"nope\":1}\n"),
+            _ => input.push_str(&format!("{{\"data\":\"r{i}\"}}\n")),
+        }
+    }
+    let (out, lines) = route("replicate", "{}", "a", &input);
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("records.jsonl: line 2"), "{stderr}");
+    assert!(stderr.contains("records.jsonl: line 7"), "{stderr}");
+    assert!(stderr.contains("records.jsonl: line 13"), "{stderr}");
+    assert_eq!(lines.len(), 20);
+    for (i, line) in lines.iter().enumerate() {
+        let number = i + 1;
+        assert_eq!(line["line"], number, "{line}");
+        if number == 7 || number == 13 {
+            let error = line["error"].as_str().unwrap();
+            assert!(error.contains(&format!("line {number}")), "{error}");
+        } else {
+            assert_eq!(line["deliveries"][0]["data"], format!("r{number}"));
+        }
+    }
+}
+
+#[test]
+fn bad_plugin_config_exits_2_naming_the_problem() {
     let (out, _) = route(
         "route_by_field",
         r#"{"routes":{}}"#,

@@ -16,6 +16,9 @@ pub struct ClientSettings {
     pub external_id: Option<String>,
 }
 
+/// How long one attempt of a call may take before it is abandoned.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// Builds a client. Transient failures are retried by the callers (forever,
 /// with backoff); the SDK's own retries are kept to a few quick attempts.
 pub async fn client(settings: &ClientSettings) -> Client {
@@ -24,8 +27,12 @@ pub async fn client(settings: &ClientSettings) -> Client {
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .read_timeout(Duration::from_secs(20))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .operation_timeout(Duration::from_secs(45))
+                // A call left unanswered is abandoned after this and tried
+                // again, so an outage in which calls hang costs seconds,
+                // not the SDK's default. (An EFO subscription's event stream
+                // outlives its call: only the initial answer is bounded.)
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(ATTEMPT_TIMEOUT * 2 + Duration::from_secs(2))
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(2));

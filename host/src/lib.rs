@@ -22,7 +22,8 @@
 //!
 //! Support: [`kinesis`] (clients, stream references, error classes),
 //! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes),
-//! [`shutdown`] (the shared stop signal).
+//! [`shutdown`] (the shared stop signal, and the drain's deadline),
+//! [`startup`] (start-up calls that wait out an outage).
 
 pub mod backoff;
 pub mod checkpoint;
@@ -41,3 +42,4 @@ pub mod server;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod startup;

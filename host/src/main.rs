@@ -107,7 +107,7 @@ fn route_command(
         eprintln!("error: --plugin-config: not JSON: {e}");
         return ExitCode::from(2);
     }
-    let records = match input {
+    let read = match input {
         Some(path) => std::fs::File::open(path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|f| {
@@ -115,8 +115,8 @@ fn route_command(
             }),
         None => dry_run::read_input("stdin", std::io::stdin().lock()),
     };
-    let records = match records {
-        Ok(records) => records,
+    let read = match read {
+        Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -129,14 +129,23 @@ fn route_command(
             return ExitCode::from(2);
         }
     };
-    let (lines, failures) = dry_run::route(&plugin, &spec.outputs, &records);
-    for line in lines {
-        println!("{line}");
+    let (routed, failures) = dry_run::route(&plugin, &spec.outputs, &read.records, &read.lines);
+    // One line per input line, in input order: routed records and bad lines.
+    let mut lines: Vec<(usize, serde_json::Value)> =
+        read.lines.iter().copied().zip(routed).collect();
+    for (line, error) in &read.errors {
+        eprintln!("error: {error}");
+        lines.push((*line, serde_json::json!({"line": line, "error": error})));
     }
-    if failures > 0 {
+    lines.sort_by_key(|(line, _)| *line);
+    for (_, value) in lines {
+        println!("{value}");
+    }
+    let bad = failures + read.errors.len();
+    if bad > 0 {
         eprintln!(
-            "{failures} of {} records failed or would be refused",
-            records.len()
+            "{bad} of {} lines failed, would be refused, or are not records",
+            read.records.len() + read.errors.len()
         );
         ExitCode::FAILURE
     } else {

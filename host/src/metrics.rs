@@ -30,6 +30,8 @@ pub struct Metrics {
     pub outputs: Arc<Catalog>,
     /// (source name, its read counters)
     pub sources: Vec<(String, Arc<SourceStats>)>,
+    /// The checkpoint store's flush health.
+    pub checkpoints: Arc<crate::checkpoint::Checkpoints>,
 }
 
 impl fmt::Debug for Metrics {
@@ -60,6 +62,7 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// One counter family; a sample without labels must be the only one.
 fn counters(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -68,6 +71,10 @@ fn counters(
 ) -> fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in samples {
+        if labels.is_empty() {
+            ConstCounter::new(value).encode(metric)?;
+            return Ok(());
+        }
         ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
@@ -81,6 +88,10 @@ fn gauges(
 ) -> fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in samples {
+        if labels.is_empty() {
+            ConstGauge::new(value).encode(metric)?;
+            return Ok(());
+        }
         ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
@@ -143,6 +154,27 @@ impl Collector for Metrics {
             "distributary_pipeline_dropped",
             "Records the router sent to no output",
             per_pipeline(&|p| load(&p.stats.dropped)),
+        )?;
+        let deleted = self
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                let dropped = p
+                    .stats
+                    .dropped_stream_deleted
+                    .lock()
+                    .map(|m| m.clone())
+                    .unwrap_or_default();
+                dropped
+                    .into_iter()
+                    .map(|(output, n)| (vec![("pipeline", p.name.clone()), ("output", output)], n))
+            })
+            .collect();
+        counters(
+            &mut encoder,
+            "distributary_pipeline_dropped_stream_deleted",
+            "Records routed to a discovered output whose stream its owner deleted, dropped (not a failure; no on_error)",
+            deleted,
         )?;
         counters(
             &mut encoder,
@@ -267,6 +299,31 @@ impl Collector for Metrics {
             "distributary_source_get_records_calls",
             "GetRecords calls per source shard (all pipelines on the source share them)",
             get_records,
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_source_efo_subscription_conflicts",
+            "SubscribeToShard calls answered ResourceInUseException (another subscription holds the shard)",
+            per_source_shard(&self.sources, |stats| stats.efo_conflicts()),
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_source_efo_polling_fallback",
+            "1 while an enhanced fan-out shard is read with GetRecords because its subscription is held elsewhere",
+            per_source_shard(&self.sources, |stats| stats.efo_fallbacks()),
+        )?;
+        let health = self.checkpoints.health();
+        counters(
+            &mut encoder,
+            "distributary_checkpoint_flush_failures",
+            "Checkpoint writes that failed (disk full, permissions, directory removed)",
+            vec![(vec![], load(&health.failures))],
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_checkpoint_failing",
+            "1 while the last checkpoint write failed (then /readyz answers 503)",
+            vec![(vec![], i64::from(health.failing().is_some()))],
         )?;
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct PipelineStats {
     pub route_nanos: AtomicU64,
     /// Per source shard: MillisBehindLatest of the last batch this pipeline acknowledged.
     pub lag_ms: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// Per output: deliveries dropped because its (discovered) stream was deleted.
+    pub dropped_stream_deleted: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 pub struct Pipeline {
@@ -291,7 +293,8 @@ impl Pipeline {
                 batch.shard_id, record.sequence_number
             ))
         })?;
-        // Records Kinesis refused as invalid; everything else is acknowledged.
+        // Records Kinesis refused as invalid; everything else is acknowledged
+        // (or dropped because its stream was deleted, counted by deliver_all).
         for e in refused {
             let record = &records[e.source_index as usize];
             let reason = format!(
@@ -318,11 +321,24 @@ impl Pipeline {
             self.stats
                 .deliveries
                 .fetch_add(list.len() as u64, Ordering::Relaxed);
-            set.spawn(async move { writer.deliver_checked(list).await });
+            set.spawn(async move {
+                let delivered = writer.deliver_checked(list).await;
+                (writer, delivered)
+            });
         }
         let mut first_error = None;
         let mut refused = Vec::new();
         while let Some(joined) = set.join_next().await {
+            let joined = joined.map(|(writer, delivered)| {
+                delivered.map(|d| {
+                    if !d.gone.is_empty()
+                        && let Ok(mut dropped) = self.stats.dropped_stream_deleted.lock()
+                    {
+                        *dropped.entry(writer.name.clone()).or_default() += d.gone.len() as u64;
+                    }
+                    d.refused
+                })
+            });
             let result = joined.unwrap_or_else(|e| {
                 Err(crate::sink::DeliverError {
                     output: "?".into(),
@@ -395,7 +411,8 @@ impl Pipeline {
             "shard_id": &*batch.shard_id,
             "sequence_number": record.sequence_number,
             "sub_sequence_number": record.sub_sequence_number,
-            "partition_key": record.partition_key,
+            // null: the source record had no partition key.
+            "partition_key": (!record.partition_key.is_empty()).then_some(&record.partition_key),
             "explicit_hash_key": record.explicit_hash_key,
             "approximate_arrival_ms": record.arrival_ms,
             "data": base64::engine::general_purpose::STANDARD.encode(&record.data),
@@ -403,7 +420,7 @@ impl Pipeline {
         });
         OutRecord {
             data: envelope.to_string().into_bytes(),
-            partition_key: record.partition_key.clone(),
+            partition_key: record.output_key(),
             explicit_hash_key: None,
             source_index: index,
         }

@@ -5,6 +5,9 @@
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
     pub data: Vec<u8>,
+    /// Empty when the source record has none: streams with service-managed
+    /// record distribution deliver records without a partition key. Plugins
+    /// see it empty; outputs get [`SourceRecord::output_key`].
     pub partition_key: String,
     pub explicit_hash_key: Option<String>,
     pub sequence_number: String,
@@ -12,6 +15,19 @@ pub struct SourceRecord {
     pub sub_sequence_number: Option<u64>,
     /// Approximate arrival time, milliseconds since the Unix epoch.
     pub arrival_ms: i64,
+}
+
+impl SourceRecord {
+    /// The partition key it is written with when routing keeps its key: its
+    /// own, or, for a record that has none, its sequence number (unique, so
+    /// such records spread evenly over the output's shards).
+    pub fn output_key(&self) -> String {
+        if self.partition_key.is_empty() {
+            self.sequence_number.clone()
+        } else {
+            self.partition_key.clone()
+        }
+    }
 }
 
 /// A record bound for one output, in the order it must be written.

@@ -93,7 +93,7 @@ pub fn replicate(records: &[SourceRecord], outputs: usize) -> Vec<Vec<OutRecord>
                 .enumerate()
                 .map(|(i, r)| OutRecord {
                     data: r.data.clone(),
-                    partition_key: r.partition_key.clone(),
+                    partition_key: r.output_key(),
                     explicit_hash_key: r.explicit_hash_key.clone(),
                     source_index: i as u32,
                 })

@@ -11,7 +11,7 @@
 
 use crate::checkpoint::{Checkpoints, FileStore};
 use crate::config::{Config, Pipeline as PipelineConfig, ReaderKind};
-use crate::kinesis::{ClientSettings, StreamRef, client, describe};
+use crate::kinesis::{ClientSettings, StreamRef, client};
 use crate::metrics::Metrics;
 use crate::outputs::Catalog;
 use crate::outputs::discovery::{Discovery, Member};
@@ -23,6 +23,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::OutputWriter;
 use crate::source::efo;
 use crate::source::{SourceRunner, SourceStats};
+use crate::startup::{StartFailure, until_reachable};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -116,20 +117,26 @@ pub fn plugin_spec(p: &PipelineConfig, outputs: Vec<String>) -> Option<PluginSpe
 }
 
 /// Checks that the stream exists (for sources; outputs are checked by the
-/// `Catalog`).
+/// `Catalog`); waits while its endpoint does not answer.
 async fn check_stream_exists(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
-    key: &str,
+    (what, key): (&str, &str),
+    readiness: &Readiness,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    client
-        .describe_stream_summary()
-        .set_stream_name(stream.name().map(str::to_string))
-        .set_stream_arn(stream.arn().map(str::to_string))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("{key}: stream {stream}: {}", describe(&e)))
+    until_reachable(what, readiness, shutdown, || async {
+        client
+            .describe_stream_summary()
+            .set_stream_name(stream.name().map(str::to_string))
+            .set_stream_arn(stream.arn().map(str::to_string))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StartFailure::of_sdk(&e, &format!("stream {stream}")))
+    })
+    .await
+    .with_context(|| key.to_string())
 }
 
 /// Streams a pipeline must never write to, even if a pattern matches them:
@@ -177,7 +184,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             (!discovers_outputs(&config, p)).then(|| p.outputs.clone())
         })
     })?;
-    let catalog = Arc::new(Catalog::open(&config).await?);
+    let catalog = Arc::new(Catalog::open(&config, &readiness, &shutdown).await?);
     let initial: BTreeMap<String, Vec<Arc<OutputWriter>>> = config
         .pipelines
         .iter()
@@ -245,7 +252,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
         };
         let client = client(&settings).await;
         let stream = StreamRef::parse(&source.stream);
-        check_stream_exists(&client, &stream, &format!("{file}: sources.{name}")).await?;
+        check_stream_exists(
+            &client,
+            &stream,
+            (
+                &format!("sources.{name}"),
+                &format!("{file}: sources.{name}"),
+            ),
+            &readiness,
+            &shutdown,
+        )
+        .await?;
         let consumer_arn = match source.reader {
             ReaderKind::Polling => None,
             ReaderKind::Efo => {
@@ -286,10 +303,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             plugins: plugins.clone(),
             outputs: catalog.clone(),
             sources: source_stats,
+            checkpoints: checkpoints.clone(),
         }
         .into_registry(),
     );
-    readiness.running(pipelines.clone());
+    readiness.running(pipelines.clone(), checkpoints.clone());
     let flusher = tokio::spawn(flush_loop(
         checkpoints.clone(),
         Duration::from_millis(config.checkpoint.interval_ms),
@@ -320,6 +338,23 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
             }
         })
     };
+    // The drain after the first signal may take `shutdown_timeout_s`; then
+    // deliveries still in flight are abandoned (not checkpointed).
+    let deadline = {
+        let (shutdown, timeout) = (shutdown.clone(), config.shutdown_timeout_s);
+        tokio::spawn(async move {
+            shutdown.requested().await;
+            if timeout == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(timeout)).await;
+            tracing::warn!(
+                shutdown_timeout_s = timeout,
+                "shutdown timeout passed: abandoning deliveries still in flight; the final checkpoint holds only what was acknowledged"
+            );
+            shutdown.abandon();
+        })
+    };
     while let Some(joined) = running.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "a source task failed");
@@ -328,6 +363,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     shutdown.request();
     readiness.stopping();
     watcher.abort();
+    deadline.abort();
     discovery.abort();
     let _ = flusher.await;
     tokio::task::block_in_place(|| checkpoints.flush()).context("writing the final checkpoint")?;

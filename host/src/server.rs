@@ -1,10 +1,12 @@
 //! The operator's HTTP endpoints on `[server] listen` (SPEC §3): `/healthz`
 //! answers 200 while the process is up (liveness); `/readyz` answers 200 once
-//! start-up checks passed and while no pipeline is halted, else 503 with the
-//! reason (starting, halted pipelines, shutting down); `/metrics` answers the
+//! start-up checks passed, while no pipeline is halted and checkpoints can be
+//! written, else 503 with the reason (starting, and what start-up waits for;
+//! halted pipelines; the checkpoint write error; shutting down); `/metrics` answers the
 //! OpenMetrics text of `metrics.rs` once start-up is done (503 before).
 //! Plain HTTP/1.1; bind it to loopback or a private network.
 
+use crate::checkpoint::Checkpoints;
 use crate::metrics::render;
 use crate::pipeline::Pipeline;
 use bytes::Bytes;
@@ -19,20 +21,29 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Default)]
 pub struct Readiness {
     state: Mutex<State>,
+    /// What start-up is waiting for (an unreachable endpoint), if anything.
+    waiting: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
 enum State {
     #[default]
     Starting,
-    Running(Vec<Arc<Pipeline>>),
+    Running(Vec<Arc<Pipeline>>, Arc<Checkpoints>),
     Stopping,
 }
 
 impl Readiness {
-    pub fn running(&self, pipelines: Vec<Arc<Pipeline>>) {
+    pub fn running(&self, pipelines: Vec<Arc<Pipeline>>, checkpoints: Arc<Checkpoints>) {
         if let Ok(mut s) = self.state.lock() {
-            *s = State::Running(pipelines);
+            *s = State::Running(pipelines, checkpoints);
+        }
+    }
+
+    /// Sets (or clears) what start-up is waiting for.
+    pub fn waiting_for(&self, what: Option<String>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = what;
         }
     }
 
@@ -49,18 +60,28 @@ impl Readiness {
             .lock()
             .map_err(|_| "state lock poisoned".to_string())?;
         match &*state {
-            State::Starting => Err("starting".into()),
+            State::Starting => match self.waiting.lock().ok().and_then(|w| w.clone()) {
+                Some(what) => Err(format!("starting: waiting for {what}")),
+                None => Err("starting".into()),
+            },
             State::Stopping => Err("shutting down".into()),
-            State::Running(pipelines) => {
+            State::Running(pipelines, checkpoints) => {
+                let mut why = Vec::new();
                 let halted: Vec<&str> = pipelines
                     .iter()
                     .filter(|p| p.is_halted())
                     .map(|p| p.name.as_str())
                     .collect();
-                if halted.is_empty() {
+                if !halted.is_empty() {
+                    why.push(format!("halted pipelines: {}", halted.join(", ")));
+                }
+                if let Some(error) = checkpoints.health().failing() {
+                    why.push(format!("checkpoints cannot be written: {error}"));
+                }
+                if why.is_empty() {
                     Ok(())
                 } else {
-                    Err(format!("halted pipelines: {}", halted.join(", ")))
+                    Err(why.join("; "))
                 }
             }
         }

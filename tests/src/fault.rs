@@ -7,7 +7,9 @@
 //! at their original positions. No emulator produces partial failures itself.
 //! It can also reject, as real Kinesis does with a record it finds invalid,
 //! any PutRecords call holding a record with given data (400,
-//! InvalidArgumentException), which no emulator does on demand either.
+//! InvalidArgumentException), which no emulator does on demand either; and
+//! leave every call unanswered while it is stalled (`set_stalled`), as a
+//! network that drops packets does.
 
 use anyhow::Result;
 use base64::Engine as _;
@@ -25,6 +27,7 @@ use std::sync::{Arc, Mutex};
 pub struct FaultProxy {
     pub endpoint: String,
     fail_rate: Arc<AtomicU64>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
     reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     pub injected: Arc<AtomicU64>,
     pub put_calls: Arc<AtomicU64>,
@@ -40,6 +43,7 @@ impl Drop for FaultProxy {
 struct State {
     upstream: String,
     fail_rate: Arc<AtomicU64>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
     reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     client: Client<HttpConnector, Full<Bytes>>,
     injected: Arc<AtomicU64>,
@@ -59,17 +63,29 @@ impl FaultProxy {
         }
     }
 
+    /// From now on (while `stalled`), takes every call and never answers it.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
+    }
+
     /// Starts a proxy in front of `upstream` (an http://127.0.0.1:port endpoint).
     pub async fn start(upstream: &str, fail_rate: f64) -> Result<FaultProxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(upstream, "127.0.0.1:0", fail_rate).await
+    }
+
+    /// Like `start`, listening on `listen` (e.g. a port a test reserved).
+    pub async fn start_at(upstream: &str, listen: &str, fail_rate: f64) -> Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let injected = Arc::new(AtomicU64::new(0));
         let put_calls = Arc::new(AtomicU64::new(0));
         let fail_rate = Arc::new(AtomicU64::new(fail_rate.to_bits()));
         let reject_data = Arc::new(Mutex::new(None));
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = Arc::new(State {
             upstream: upstream.trim_end_matches('/').to_string(),
             fail_rate: fail_rate.clone(),
+            stalled: stalled.clone(),
             reject_data: reject_data.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             injected: injected.clone(),
@@ -95,6 +111,7 @@ impl FaultProxy {
         Ok(FaultProxy {
             endpoint,
             fail_rate,
+            stalled,
             reject_data,
             injected,
             put_calls,
@@ -109,6 +126,10 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    if state.stalled.load(Ordering::Relaxed) {
+        // Never answered: the caller must give up on its own.
+        std::future::pending::<()>().await;
+    }
     let target = parts
         .headers
         .get("x-amz-target")

@@ -4,9 +4,8 @@
 //! never a torn one. An exclusive lock on `LOCK` keeps two processes from
 //! sharing a state directory.
 
-use super::{Key, Position};
+use super::{Position, Stored};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Error, ErrorKind, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +16,17 @@ const FILE: &str = "checkpoints.json";
 struct Document {
     version: u32,
     checkpoints: Vec<Entry>,
+    /// When each pipeline first started on a source with `latest` (absent
+    /// in files written before this was stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    starts: Vec<StartEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StartEntry {
+    pipeline: String,
+    stream: String,
+    since_ms: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,11 +88,11 @@ impl FileStore {
         self.dir.join(FILE)
     }
 
-    pub fn load(&self) -> std::io::Result<BTreeMap<Key, Position>> {
+    pub fn load(&self) -> std::io::Result<Stored> {
         let path = self.path();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Stored::default()),
             Err(e) => return Err(context(e, &path, "cannot read")),
         };
         let doc: Document = serde_json::from_str(&text).map_err(|e| {
@@ -97,17 +107,34 @@ impl FileStore {
                 format!("{}: unknown version {}", path.display(), doc.version),
             ));
         }
-        Ok(doc
-            .checkpoints
-            .into_iter()
-            .map(|e| ((e.pipeline, e.stream, e.shard), e.position))
-            .collect())
+        Ok(Stored {
+            positions: doc
+                .checkpoints
+                .into_iter()
+                .map(|e| ((e.pipeline, e.stream, e.shard), e.position))
+                .collect(),
+            starts: doc
+                .starts
+                .into_iter()
+                .map(|e| ((e.pipeline, e.stream), e.since_ms))
+                .collect(),
+        })
     }
 
-    pub fn save(&self, table: &BTreeMap<Key, Position>) -> std::io::Result<()> {
+    pub fn save(&self, stored: &Stored) -> std::io::Result<()> {
         let doc = Document {
             version: 1,
-            checkpoints: table
+            starts: stored
+                .starts
+                .iter()
+                .map(|((pipeline, stream), since_ms)| StartEntry {
+                    pipeline: pipeline.clone(),
+                    stream: stream.clone(),
+                    since_ms: *since_ms,
+                })
+                .collect(),
+            checkpoints: stored
+                .positions
                 .iter()
                 .map(|((pipeline, stream, shard), position)| Entry {
                     pipeline: pipeline.clone(),
@@ -146,8 +173,9 @@ mod tests {
     fn round_trips_and_locks() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
-        assert!(store.load().unwrap().is_empty());
-        let mut table = BTreeMap::new();
+        assert!(store.load().unwrap().positions.is_empty());
+        let mut stored = Stored::default();
+        let table = &mut stored.positions;
         table.insert(
             ("p".into(), "s".into(), "shardId-0".into()),
             Position {
@@ -166,8 +194,11 @@ mod tests {
                 latest_since_ms: None,
             },
         );
-        store.save(&table).unwrap();
-        assert_eq!(store.load().unwrap(), table);
+        stored
+            .starts
+            .insert(("p".into(), "s".into()), 1_700_000_000_000);
+        store.save(&stored).unwrap();
+        assert_eq!(store.load().unwrap(), stored);
         assert!(
             FileStore::open(dir.path()).is_err(),
             "a second process must not share the directory"

@@ -14,7 +14,7 @@ pub use file::FileStore;
 use crate::record::ShardPosition;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
@@ -28,9 +28,9 @@ pub struct Position {
     /// The shard was read to its end and everything from it acknowledged.
     #[serde(default)]
     pub finished: bool,
-    /// When reading started at LATEST (ms since the epoch), while no record is
-    /// acknowledged yet: a restart resumes AT_TIMESTAMP from here instead of
-    /// taking LATEST again, which would skip what arrived while it was down.
+    /// Written by older versions when a shard was started at LATEST (ms since
+    /// the epoch), while no record was acknowledged yet: read as "resume
+    /// AT_TIMESTAMP here". Now the moment is stored per source (`Stored::starts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_since_ms: Option<i64>,
 }
@@ -48,10 +48,50 @@ impl Position {
 /// (pipeline, stream, shard id)
 pub type Key = (String, String, String);
 
+/// Everything the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub positions: BTreeMap<Key, Position>,
+    /// (pipeline, stream) → when the pipeline first started on the source
+    /// with `start_position = "latest"` (ms since the epoch): what "latest"
+    /// means for it from then on (`source/start.rs`).
+    pub starts: BTreeMap<(String, String), i64>,
+}
+
 pub struct Checkpoints {
     store: FileStore,
-    table: Mutex<BTreeMap<Key, Position>>,
+    table: Mutex<Stored>,
     dirty: AtomicBool,
+    health: FlushHealth,
+}
+
+/// Whether the last flush succeeded, for `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct FlushHealth {
+    /// Flushes that failed since start.
+    pub failures: AtomicU64,
+    /// The error of the last flush, if it failed (cleared by a success).
+    last_error: Mutex<Option<String>>,
+}
+
+impl FlushHealth {
+    /// The error of the last flush, while the store cannot be written.
+    pub fn failing(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn record(&self, result: &std::io::Result<()>) {
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Some(e.to_string())
+            }
+        };
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = error;
+        }
+    }
 }
 
 impl Checkpoints {
@@ -62,14 +102,47 @@ impl Checkpoints {
             store,
             table: Mutex::new(table),
             dirty: AtomicBool::new(false),
+            health: FlushHealth::default(),
         })
+    }
+
+    /// Whether checkpoints are being written.
+    pub fn health(&self) -> &FlushHealth {
+        &self.health
     }
 
     pub fn get(&self, pipeline: &str, stream: &str, shard: &str) -> Option<Position> {
         let table = self.table.lock().ok()?;
         table
+            .positions
             .get(&(pipeline.to_string(), stream.to_string(), shard.to_string()))
             .cloned()
+    }
+
+    /// When `pipeline` first started on `stream` with `latest`, if it did.
+    pub fn source_start(&self, pipeline: &str, stream: &str) -> Option<i64> {
+        let table = self.table.lock().ok()?;
+        table
+            .starts
+            .get(&(pipeline.to_string(), stream.to_string()))
+            .copied()
+    }
+
+    /// Records that `pipeline` starts on `stream` with `latest` at `now_ms`,
+    /// unless a moment is stored already; returns the moment in force.
+    pub fn start_source_at(&self, pipeline: &str, stream: &str, now_ms: i64) -> i64 {
+        let Ok(mut table) = self.table.lock() else {
+            return now_ms;
+        };
+        let entry = table
+            .starts
+            .entry((pipeline.to_string(), stream.to_string()));
+        if let std::collections::btree_map::Entry::Occupied(e) = &entry {
+            return *e.get();
+        }
+        entry.or_insert(now_ms);
+        self.dirty.store(true, Ordering::Release);
+        now_ms
     }
 
     fn update(
@@ -81,6 +154,7 @@ impl Checkpoints {
     ) {
         if let Ok(mut table) = self.table.lock() {
             let entry = table
+                .positions
                 .entry((pipeline.to_string(), stream.to_string(), shard.to_string()))
                 .or_insert(Position {
                     sequence: None,
@@ -98,15 +172,6 @@ impl Checkpoints {
         self.update(pipeline, stream, shard, |p| {
             p.sequence = Some(done.sequence.clone());
             p.sub_sequence = done.sub;
-        });
-    }
-
-    /// Records that reading this shard starts at LATEST now, unless a position exists.
-    pub fn started_at_latest(&self, pipeline: &str, stream: &str, shard: &str, now_ms: i64) {
-        self.update(pipeline, stream, shard, |p| {
-            if p.sequence.is_none() && p.latest_since_ms.is_none() {
-                p.latest_since_ms = Some(now_ms);
-            }
         });
     }
 
@@ -128,11 +193,15 @@ impl Checkpoints {
         if result.is_err() {
             self.dirty.store(true, Ordering::Release);
         }
+        self.health.record(&result);
         result
     }
 
     /// A copy of every position (for `status` and tests).
     pub fn snapshot(&self) -> BTreeMap<Key, Position> {
-        self.table.lock().map(|t| t.clone()).unwrap_or_default()
+        self.table
+            .lock()
+            .map(|t| t.positions.clone())
+            .unwrap_or_default()
     }
 }

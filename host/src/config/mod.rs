@@ -36,18 +36,31 @@ impl Config {
 
     /// Parses and validates configuration text said to come from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "(toml)".into());
+        // Syntax first; then the schema, tracking the key path so that a
+        // type or enum error names its key (`pipelines[0].on_error`).
+        let line_of = |e: &toml::de::Error| {
+            e.span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+        };
+        let document = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: line_of(&e).map_or_else(|| "(toml)".into(), |line| format!("line {line}")),
+            problem: e.message().trim().to_string(),
+        })?;
+        let mut config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = line_of(&inner);
+            let key = match (key.as_str(), line) {
+                (".", Some(line)) => format!("line {line}"),
+                (".", None) => "(toml)".into(),
+                (_, Some(line)) => format!("{key} (line {line})"),
+                (_, None) => key,
+            };
             ConfigError {
                 file: path.to_path_buf(),
                 key,
-                problem: e.message().trim().to_string(),
+                problem: inner.message().trim().to_string(),
             }
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -90,3 +90,37 @@ fn errors_name_file_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn type_and_enum_errors_name_the_full_key() {
+    let parse = |text: &str| {
+        Config::parse(Path::new("c.toml"), text)
+            .unwrap_err()
+            .to_string()
+    };
+    let err = parse(&format!("{MINIMAL}on_error = \"explode\"\n"));
+    assert!(
+        err.starts_with("c.toml: pipelines[0].on_error (line 12):")
+            && err.contains("unknown variant `explode`"),
+        "{err}"
+    );
+    let err = parse(&MINIMAL.replace(
+        "stream = \"copy\"",
+        "stream = \"copy\"\nmax_request_bytes = \"big\"",
+    ));
+    assert!(
+        err.starts_with("c.toml: outputs.a.max_request_bytes (line 7):")
+            && err.contains("invalid type"),
+        "{err}"
+    );
+    let err = parse(&format!("{MINIMAL}[pipelines.limits]\nmemory_mb = -1\n"));
+    assert!(
+        err.starts_with("c.toml: pipelines[0].limits.memory_mb"),
+        "{err}"
+    );
+    let err = parse(&MINIMAL.replace("[sources.in]", "[sources.in]\nreader = 3"));
+    assert!(
+        err.starts_with("c.toml: sources.in.reader (line 3):"),
+        "{err}"
+    );
+}

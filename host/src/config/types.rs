@@ -8,6 +8,11 @@ use std::path::PathBuf;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// After the first SIGINT/SIGTERM, how long the drain may take before
+    /// deliveries still in flight are abandoned (not checkpointed; delivered
+    /// again after restart). 0: wait for them forever.
+    #[serde(default = "default_shutdown_timeout_s")]
+    pub shutdown_timeout_s: u64,
     #[serde(default)]
     pub sources: BTreeMap<String, Source>,
     #[serde(default)]
@@ -183,6 +188,9 @@ pub struct Server {
     pub listen: String,
 }
 
+fn default_shutdown_timeout_s() -> u64 {
+    20
+}
 fn default_start_position() -> StartPosition {
     StartPosition::TrimHorizon
 }

@@ -6,7 +6,7 @@ use super::{MAGIC, proto};
 use crate::record::OutRecord;
 use md5::{Digest, Md5};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The aggregated record holding `records`, in order.
 pub fn encode(records: &[SubRecord]) -> Vec<u8> {
@@ -84,14 +84,18 @@ pub struct Packed {
 /// to (its explicit hash key is the shard's first hash key), so consumers that
 /// check placement (the KCL) keep them. A record too large to share an
 /// aggregate is written alone, unaggregated, with the same explicit hash key,
-/// so it keeps its place in the shard's order. With no shard map, records
-/// are written as they are.
+/// so it keeps its place in the shard's order. A record that has nothing to
+/// share an aggregate with (the only one for its shard in this call) is
+/// written as the plain record it is, as the KPL does: readers that do not
+/// de-aggregate see plain data whenever packing gains nothing. With no shard
+/// map, records are written as they are.
 pub fn pack(records: Vec<OutRecord>, shards: &[ShardRange], max_bytes: usize) -> Packed {
     let mut packer = Packer {
         out: Vec::new(),
         members: Vec::new(),
         placements: Vec::new(),
         open: HashMap::new(),
+        emitted: HashSet::new(),
     };
     for record in records {
         let Some(shard) = shard_for(shards, hash_of(&record)) else {
@@ -105,6 +109,7 @@ pub fn pack(records: Vec<OutRecord>, shards: &[ShardRange], max_bytes: usize) ->
             + RECORD_OVERHEAD;
         if size + FRAME_BYTES > max_bytes {
             packer.close(shard);
+            packer.emitted.insert(shard);
             let index = record.source_index;
             packer.emit(
                 index,
@@ -141,6 +146,9 @@ pub fn pack(records: Vec<OutRecord>, shards: &[ShardRange], max_bytes: usize) ->
     let mut rest: Vec<usize> = packer.open.keys().copied().collect();
     rest.sort_unstable();
     for shard in rest {
+        if !packer.emitted.contains(&shard) {
+            packer.close_lone_as_plain(shard);
+        }
         packer.close(shard);
     }
     Packed {
@@ -163,6 +171,8 @@ struct Packer {
     members: Vec<Vec<u32>>,
     placements: Vec<Option<String>>,
     open: HashMap<usize, Open>,
+    /// Shards that have an entry out already (aggregate or oversize record).
+    emitted: HashSet<usize>,
 }
 
 impl Packer {
@@ -175,7 +185,33 @@ impl Packer {
         });
     }
 
+    /// Writes the open aggregate of `shard` as a plain record if it holds
+    /// only one. Only for a shard with no other entry: its ordering key is
+    /// then its own, and nothing else of the shard shares the request.
+    fn close_lone_as_plain(&mut self, shard: usize) {
+        let lone = self.open.get(&shard).is_some_and(|o| o.records.len() == 1);
+        if !lone {
+            return;
+        }
+        let Some(mut open) = self.open.remove(&shard) else {
+            return;
+        };
+        let (Some(record), Some(&index)) = (open.records.pop(), open.members.first()) else {
+            return;
+        };
+        self.emit(
+            index,
+            OutRecord {
+                data: record.data,
+                partition_key: record.partition_key,
+                explicit_hash_key: record.explicit_hash_key,
+                source_index: index,
+            },
+        );
+    }
+
     fn close(&mut self, shard: usize) {
+        self.emitted.insert(shard);
         let Some(open) = self.open.remove(&shard) else {
             return;
         };
@@ -319,5 +355,49 @@ mod tests {
         );
         let out = pack(vec![record(0, "a", 10)], &[], 2048).records;
         assert_eq!(out[0].data, vec![0; 10]);
+    }
+
+    #[test]
+    fn a_record_alone_in_its_shard_is_sent_plain_as_the_kpl_does() {
+        let shards = halves();
+        // Find keys for each half.
+        let key_in = |shard: usize| {
+            (0..)
+                .map(|i| format!("key{i}"))
+                .find(|k| shard_for(&shards, hash_of(&record(0, k, 1))) == Some(shard))
+                .unwrap()
+        };
+        let (left, right) = (key_in(0), key_in(1));
+        let Packed {
+            records: out,
+            members,
+            placements,
+        } = pack(
+            vec![
+                record(0, &left, 10),
+                record(1, &right, 10),
+                record(2, &right, 10),
+            ],
+            &shards,
+            2048,
+        );
+        let lone = out
+            .iter()
+            .find(|r| members[r.source_index as usize] == [0])
+            .unwrap();
+        assert!(
+            deaggregate(&lone.data).is_none(),
+            "plain, not a one-record aggregate"
+        );
+        assert_eq!(lone.data, vec![0; 10]);
+        assert_eq!(lone.partition_key, left);
+        assert_eq!(lone.explicit_hash_key, None, "placed by its own key");
+        assert_eq!(placements[lone.source_index as usize], None);
+        let pair = out
+            .iter()
+            .find(|r| members[r.source_index as usize] == [1, 2])
+            .unwrap();
+        assert_eq!(deaggregate(&pair.data).map(|s| s.len()), Some(2));
+        assert_eq!(out.len(), 2);
     }
 }

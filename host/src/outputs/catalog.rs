@@ -5,15 +5,19 @@
 //!
 //! Invariants: a discovered stream gets a writer only once DescribeStreamSummary
 //! shows it ACTIVE or UPDATING (until then it is left for the next refresh);
-//! a named output's stream must exist at start-up; a
+//! a named output's stream must exist at start-up (an endpoint that does not
+//! answer is waited for, `startup.rs`); a
 //! pipeline's expansion never includes its own source stream or dead-letter
 //! stream (a pattern that matches them would feed records back), nor the
 //! same name twice.
 
 use super::discovery::matching_streams;
 use crate::config::{Config, Output};
-use crate::kinesis::{ClientSettings, StreamRef, client, describe};
+use crate::kinesis::{ClientSettings, StreamRef, client};
+use crate::server::Readiness;
+use crate::shutdown::Shutdown;
 use crate::sink::{KinesisTransport, OutputWriter};
+use crate::startup::{StartFailure, until_reachable};
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -50,9 +54,15 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds a client per output, checks every named stream, and lists the
-    /// streams of every pattern once. Any failure here is a start-up error
-    /// naming the output.
-    pub async fn open(config: &Config) -> anyhow::Result<Catalog> {
+    /// streams of every pattern once. A missing stream or a refused request
+    /// is a start-up error naming the output; an endpoint that does not
+    /// answer (or throttles, or fails with 5xx) is retried until it does,
+    /// shown on `/readyz` meanwhile.
+    pub async fn open(
+        config: &Config,
+        readiness: &Readiness,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Catalog> {
         let file = config.file.display().to_string();
         let mut catalog = Catalog {
             file: file.clone(),
@@ -71,10 +81,13 @@ impl Catalog {
             match (&output.stream, &output.stream_pattern) {
                 (Some(stream), _) => {
                     let stream = StreamRef::parse(stream);
-                    let writer = open_writer(&client, name, stream, output, false)
-                        .await
-                        .with_context(|| key.clone())?
-                        .with_context(|| format!("{key}: the stream is being deleted"))?;
+                    let what = format!("outputs.{name}");
+                    let writer = until_reachable(&what, readiness, shutdown, || {
+                        open_writer(&client, name, stream.clone(), output, false)
+                    })
+                    .await
+                    .with_context(|| key.clone())?
+                    .with_context(|| format!("{key}: the stream is being deleted"))?;
                     catalog.named.insert(name.clone(), Arc::new(writer));
                 }
                 (None, Some(text)) => {
@@ -88,10 +101,17 @@ impl Catalog {
                         matched: Mutex::default(),
                     };
                     catalog.patterns.insert(name.clone(), pattern_output);
-                    let change = catalog
-                        .refresh(name)
-                        .await
-                        .with_context(|| format!("{key}.stream_pattern"))?;
+                    // The pattern is valid (checked above), so a failed
+                    // listing is taken as an outage and waited for.
+                    let what = format!("outputs.{name}.stream_pattern");
+                    let change = until_reachable(&what, readiness, shutdown, || async {
+                        catalog
+                            .refresh(name)
+                            .await
+                            .map_err(|e| StartFailure::Outage(format!("{e:#}")))
+                    })
+                    .await
+                    .with_context(|| format!("{key}.stream_pattern"))?;
                     if change.added.is_empty() {
                         tracing::warn!(output = %name, pattern = %text, "no stream matches the pattern yet; its pipelines wait for one");
                     }
@@ -188,7 +208,10 @@ impl Catalog {
                 Ok(None) => {
                     tracing::info!(output = %name, %stream, "matching stream is not active yet");
                 }
-                Err(e) => {
+                Err(StartFailure::Outage(error)) => {
+                    tracing::warn!(output = %name, %stream, %error, "cannot use matching stream; will look again");
+                }
+                Err(StartFailure::Fatal(e)) => {
                     tracing::warn!(output = %name, %stream, error = %format!("{e:#}"), "cannot use matching stream; will look again");
                 }
             }
@@ -224,7 +247,7 @@ async fn open_writer(
     stream: StreamRef,
     output: &Output,
     only_active: bool,
-) -> anyhow::Result<Option<OutputWriter>> {
+) -> Result<Option<OutputWriter>, StartFailure> {
     use aws_sdk_kinesis::types::StreamStatus;
     const DEFAULT_MAX_RECORD_KIB: i32 = 1024;
     let summary = client
@@ -233,9 +256,11 @@ async fn open_writer(
         .set_stream_arn(stream.arn().map(str::to_string))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("stream {stream}: {}", describe(&e)))?;
+        .map_err(|e| StartFailure::of_sdk(&e, &format!("stream {stream}")))?;
     let Some(summary) = summary.stream_description_summary() else {
-        anyhow::bail!("stream {stream}: DescribeStreamSummary returned no description");
+        return Err(StartFailure::Outage(format!(
+            "stream {stream}: DescribeStreamSummary returned no description"
+        )));
     };
     match summary.stream_status() {
         StreamStatus::Deleting => return Ok(None),

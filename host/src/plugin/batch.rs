@@ -130,13 +130,12 @@ pub fn unpack(
         let (data, partition_key, explicit_hash_key) = match rewrite {
             None => (
                 source.data.clone(),
-                source.partition_key.clone(),
+                source.output_key(),
                 source.explicit_hash_key.clone(),
             ),
             Some(r) => (
                 r.data.unwrap_or_else(|| source.data.clone()),
-                r.partition_key
-                    .unwrap_or_else(|| source.partition_key.clone()),
+                r.partition_key.unwrap_or_else(|| source.output_key()),
                 match r.explicit_hash_key {
                     Some(h) if h.is_empty() => None,
                     Some(h) => Some(h),

@@ -11,4 +11,4 @@
 pub mod limits;
 pub mod writer;
 
-pub use writer::{DeliverError, KinesisTransport, OutputWriter, Transport};
+pub use writer::{DeliverError, Delivered, KinesisTransport, OutputWriter, Transport};

@@ -104,10 +104,22 @@ pub struct DeliverError {
     pub reason: String,
 }
 
+/// What became of a delivery whose records are all settled.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    /// Records Kinesis refused as invalid (each isolated in its own request).
+    pub refused: Vec<DeliverError>,
+    /// Records dropped because their discovered stream was deleted (source
+    /// indexes): not a failure of the pipeline, nothing to retry.
+    pub gone: Vec<u32>,
+}
+
 /// What `write` did.
 struct Written {
     /// Records Kinesis refused as invalid.
     refused: Vec<DeliverError>,
+    /// Records dropped because the (discovered) stream is gone.
+    gone: Vec<u32>,
     /// Records written to another shard than predicted, with that shard.
     misplaced: Vec<(u32, String)>,
     /// Records not written because of that, in order.
@@ -188,6 +200,8 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
     discovered: bool,
     /// KPL aggregation on output (`aggregate = true`).
     aggregation: Option<Aggregation>,
+    /// Set once the deletion of this (discovered) stream was logged.
+    gone_logged: std::sync::atomic::AtomicBool,
     pub stats: WriterStats,
 }
 
@@ -208,6 +222,7 @@ impl<T: Transport> OutputWriter<T> {
             backoff: Backoff::kinesis(),
             discovered: false,
             aggregation: None,
+            gone_logged: std::sync::atomic::AtomicBool::new(false),
             stats: WriterStats::default(),
         }
     }
@@ -261,8 +276,12 @@ impl<T: Transport> OutputWriter<T> {
     /// acknowledged. Any record refused is an error.
     pub async fn deliver(&self, records: Vec<OutRecord>) -> Result<(), DeliverError> {
         self.check(&records)?;
-        match self.deliver_checked(records).await?.into_iter().next() {
-            Some(refused) => Err(refused),
+        let delivered = self.deliver_checked(records).await?;
+        if let Some(refused) = delivered.refused.into_iter().next() {
+            return Err(refused);
+        }
+        match delivered.gone.first() {
+            Some(&index) => Err(self.error(index, "the stream was deleted".into())),
             None => Ok(()),
         }
     }
@@ -270,14 +289,18 @@ impl<T: Transport> OutputWriter<T> {
     /// Writes records that already passed `check`, in order; returns when all
     /// are acknowledged, with the records Kinesis refused as invalid (each
     /// found by retrying its rejected request one record at a time; the others
-    /// are written). (The pipeline checks each record itself, to apply its
-    /// failure policy per record, and so does not pay for a second check.)
+    /// are written) and those dropped because a discovered stream was deleted.
+    /// (The pipeline checks each record itself, to apply its failure policy
+    /// per record, and so does not pay for a second check.)
     pub async fn deliver_checked(
         &self,
         records: Vec<OutRecord>,
-    ) -> Result<Vec<DeliverError>, DeliverError> {
+    ) -> Result<Delivered, DeliverError> {
         let Some(aggregation) = &self.aggregation else {
-            return self.write(records, &[]).await.map(|w| w.refused);
+            return self.write(records, &[]).await.map(|w| Delivered {
+                refused: w.refused,
+                gone: w.gone,
+            });
         };
         // As the KPL does: an aggregate that lands in another shard than the
         // map predicted (the stream was resharded) makes the map be read
@@ -286,7 +309,7 @@ impl<T: Transport> OutputWriter<T> {
         // to. (The misplaced aggregate stays in the stream; the KCL drops its
         // sub-records that are outside that shard.)
         let mut todo = records;
-        let mut refused = Vec::new();
+        let mut delivered = Delivered::default();
         let mut backoff = self.backoff.clone();
         loop {
             let shards = aggregation.shard_map(&self.stream, false).await;
@@ -319,13 +342,18 @@ impl<T: Transport> OutputWriter<T> {
                 }
             };
             for e in &written.refused {
-                refused.extend(holds(e.source_index).into_iter().map(|p| DeliverError {
-                    source_index: original(p),
-                    ..e.clone()
-                }));
+                delivered
+                    .refused
+                    .extend(holds(e.source_index).into_iter().map(|p| DeliverError {
+                        source_index: original(p),
+                        ..e.clone()
+                    }));
+            }
+            for &i in &written.gone {
+                delivered.gone.extend(holds(i).into_iter().map(&original));
             }
             if written.misplaced.is_empty() {
-                return Ok(refused);
+                return Ok(delivered);
             }
             // The new map says which sub-records of a misplaced aggregate are
             // outside the shard it landed in: only those are sent again.
@@ -346,7 +374,7 @@ impl<T: Transport> OutputWriter<T> {
                 .filter_map(|p| todo.get(p as usize).cloned())
                 .collect();
             if todo.is_empty() {
-                return Ok(refused);
+                return Ok(delivered);
             }
             backoff.wait().await;
         }
@@ -364,6 +392,7 @@ impl<T: Transport> OutputWriter<T> {
     ) -> Result<Written, DeliverError> {
         let mut pending: VecDeque<OutRecord> = records.into();
         let mut refused = Vec::new();
+        let mut gone = Vec::new();
         let mut backoff = self.backoff.clone();
         // Consecutive answered requests with failed entries: logged loudly every 10.
         let mut failing_rounds = 0u32;
@@ -415,6 +444,7 @@ impl<T: Transport> OutputWriter<T> {
                         }
                         return Ok(Written {
                             refused,
+                            gone,
                             misplaced,
                             unsent: pending.iter().map(|r| r.source_index).collect(),
                         });
@@ -447,13 +477,12 @@ impl<T: Transport> OutputWriter<T> {
                     backoff.wait().await;
                 }
                 PutOutcome::Gone(error) if self.discovered => {
-                    tracing::warn!(output = %self.name, records = pending.len(), %error, "discovered stream is gone; refusing what was routed to it");
-                    let reason = format!("the stream is gone: {error}");
-                    refused.extend(
-                        pending
-                            .drain(..)
-                            .map(|r| self.error(r.source_index, reason.clone())),
-                    );
+                    // Its owner deleted it: not the pipeline's failure. What
+                    // is routed to it is dropped and counted; logged once.
+                    if !self.gone_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(output = %self.name, records = pending.len(), %error, "discovered stream was deleted; dropping what is routed to it (counted in distributary_pipeline_dropped_stream_deleted_total) until discovery removes it");
+                    }
+                    gone.extend(pending.drain(..).map(|r| r.source_index));
                 }
                 PutOutcome::Transient(error) | PutOutcome::Gone(error) => {
                     self.stats.requests_retried.fetch_add(1, Ordering::Relaxed);
@@ -487,6 +516,7 @@ impl<T: Transport> OutputWriter<T> {
         }
         Ok(Written {
             refused,
+            gone,
             misplaced: Vec::new(),
             unsent: Vec::new(),
         })
@@ -632,7 +662,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deleted_discovered_stream_refuses_its_records_and_a_configured_one_retries() {
+    async fn a_deleted_discovered_stream_drops_its_records_and_a_configured_one_retries() {
         let deleted = || {
             let transport = Deleted {
                 calls: AtomicU64::new(0),
@@ -640,10 +670,9 @@ mod tests {
             OutputWriter::new("w".into(), StreamRef::parse("s"), transport, 1024, 5 << 20)
         };
         let writer = deleted().discovered();
-        let refused = writer.deliver_checked(three_records()).await.unwrap();
-        let indexes: Vec<u32> = refused.iter().map(|e| e.source_index).collect();
-        assert_eq!(indexes, [0, 1, 2]);
-        assert!(refused[0].reason.contains("gone"), "{}", refused[0].reason);
+        let delivered = writer.deliver_checked(three_records()).await.unwrap();
+        assert_eq!(delivered.gone, [0, 1, 2], "dropped as deleted");
+        assert!(delivered.refused.is_empty(), "not refused: no on_error");
         assert_eq!(writer.transport.calls.load(Ordering::Relaxed), 1);
 
         let writer = deleted().with_backoff(Backoff::new(

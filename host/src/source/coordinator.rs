@@ -23,6 +23,7 @@ use super::efo::EfoReader;
 use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use super::shards::{ShardInfo, list_shards};
+use super::start::{LaneStart, Parent, ShardPlan, SourceStart, Start, pipeline_start, plan};
 use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoints;
 use crate::config::{Source, StartPosition, validate_timestamp};
@@ -73,6 +74,17 @@ pub struct SourceStats {
     get_records: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     /// MillisBehindLatest of the last batch the shared reader read, per shard.
     millis_behind: Mutex<BTreeMap<String, i64>>,
+    /// Enhanced fan-out, per shard: subscriptions refused because another
+    /// one holds the shard, and whether the shard is read by GetRecords
+    /// meanwhile.
+    efo: Mutex<BTreeMap<String, Arc<EfoShardStats>>>,
+}
+
+/// What enhanced fan-out met on one shard.
+#[derive(Debug, Default)]
+pub struct EfoShardStats {
+    pub conflicts: AtomicU64,
+    pub polling_fallback: std::sync::atomic::AtomicBool,
 }
 
 impl SourceStats {
@@ -82,6 +94,43 @@ impl SourceStats {
             Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
+    }
+
+    /// The enhanced fan-out counters of `shard` (created on first use).
+    pub fn efo_shard(&self, shard: &str) -> Arc<EfoShardStats> {
+        match self.efo.lock() {
+            Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// (shard, subscription conflicts) for every EFO shard.
+    pub fn efo_conflicts(&self) -> Vec<(String, u64)> {
+        self.efo
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(s, e)| (s.clone(), e.conflicts.load(Ordering::Relaxed)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (shard, 1 while read by GetRecords for a held subscription).
+    pub fn efo_fallbacks(&self) -> Vec<(String, i64)> {
+        self.efo
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(s, e)| {
+                        (
+                            s.clone(),
+                            i64::from(e.polling_fallback.load(Ordering::Relaxed)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Records how far behind the tip the shared reader of `shard` is.
@@ -112,6 +161,12 @@ impl SourceStats {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 enum ShardEnd {
     /// Read to the end and acknowledged by every pipeline still running.
     Finished,
@@ -130,9 +185,11 @@ impl SourceRunner {
 
     /// Runs until shutdown, or until every pipeline on the source halted.
     pub async fn run(self: Arc<Self>) {
+        if !self.store_latest_moments().await {
+            return;
+        }
         let mut shards: BTreeMap<String, ShardInfo> = BTreeMap::new();
         let mut done: HashSet<String> = HashSet::new();
-        let mut read_here: HashSet<String> = HashSet::new();
         let mut running: HashSet<String> = HashSet::new();
         let mut tasks: JoinSet<(String, ShardEnd)> = JoinSet::new();
         let mut discover =
@@ -144,14 +201,7 @@ impl SourceRunner {
         let mut draining = false;
         loop {
             if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
-                self.start_ready_shards(
-                    &shards,
-                    &mut done,
-                    &read_here,
-                    &mut running,
-                    &mut tasks,
-                    &closed,
-                );
+                self.start_ready_shards(&shards, &mut done, &mut running, &mut tasks, &closed);
             } else if tasks.is_empty() {
                 return;
             }
@@ -168,8 +218,6 @@ impl SourceRunner {
                     running.remove(&shard);
                     if let ShardEnd::Finished = end {
                         tracing::info!(source = %self.name, %shard, "shard read to its end");
-                        done.insert(shard.clone());
-                        read_here.insert(shard);
                         discover.reset_immediately();
                     }
                 }
@@ -201,136 +249,142 @@ impl SourceRunner {
         }
     }
 
-    fn start_ready_shards(
-        self: &Arc<Self>,
-        shards: &BTreeMap<String, ShardInfo>,
-        done: &mut HashSet<String>,
-        read_here: &HashSet<String>,
-        running: &mut HashSet<String>,
-        tasks: &mut JoinSet<(String, ShardEnd)>,
-        closed: &tokio::sync::watch::Receiver<HashSet<String>>,
-    ) {
-        // Marking a shard done can make its children ready: repeat until stable.
-        loop {
-            let mut progressed = false;
-            for shard in shards.values() {
-                if done.contains(&shard.id) || running.contains(&shard.id) {
-                    continue;
-                }
-                let parents_done = shard
-                    .parents
-                    .iter()
-                    .all(|p| !shards.contains_key(p) || done.contains(p));
-                if !parents_done {
-                    continue;
-                }
-                match self.start_for(shard, read_here) {
-                    None => {
-                        done.insert(shard.id.clone());
-                        progressed = true;
-                    }
-                    Some(start) => {
-                        running.insert(shard.id.clone());
-                        let me = self.clone();
-                        let id = shard.id.clone();
-                        let closed = closed.clone();
-                        tracing::info!(source = %self.name, shard = %id, ?start, "reading shard");
-                        tasks.spawn(async move {
-                            let end = me.run_shard(id.clone(), start, closed).await;
-                            (id, end)
-                        });
-                    }
-                }
-            }
-            if !progressed {
-                return;
+    /// With `start_position = "latest"`: stores, for every pipeline that has
+    /// none yet, the moment it starts on this source, and writes it before
+    /// anything is read, so that a restart, a child shard found later, or a
+    /// shard closed while stopped all start from that same moment. Retries
+    /// the write until it succeeds; false if shutdown came first.
+    async fn store_latest_moments(&self) -> bool {
+        if self.config.start_position != StartPosition::Latest {
+            return true;
+        }
+        let stream = self.stream_key();
+        let now_ms = now_ms();
+        let mut stored_new = false;
+        for pipeline in &self.pipelines {
+            if self
+                .checkpoints
+                .source_start(&pipeline.name, stream)
+                .is_none()
+            {
+                self.checkpoints
+                    .start_source_at(&pipeline.name, stream, now_ms);
+                stored_new = true;
             }
         }
+        if !stored_new {
+            return true;
+        }
+        let mut backoff = Backoff::kinesis();
+        loop {
+            let checkpoints = self.checkpoints.clone();
+            match tokio::task::spawn_blocking(move || checkpoints.flush()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => {
+                    tracing::error!(source = %self.name, %error, "cannot store where `latest` starts; not reading until it is stored");
+                }
+                Err(error) => {
+                    tracing::error!(source = %self.name, %error, "checkpoint writer failed")
+                }
+            }
+            tokio::select! {
+                _ = backoff.wait() => {}
+                _ = self.shutdown.requested() => return false,
+            }
+        }
+        true
     }
 
-    /// Where to start reading `shard`, or None if no pipeline needs it.
-    fn start_for(&self, shard: &ShardInfo, read_here: &HashSet<String>) -> Option<StartAt> {
-        let stream = self.stream_key();
-        let mut sequences = Vec::new();
-        let mut latest_since: Option<i64> = None;
-        let mut unstarted = false;
-        let mut needed = false;
-        for pipeline in self.active_pipelines() {
-            match self.checkpoints.get(&pipeline.name, stream, &shard.id) {
-                Some(p) if p.finished => {}
-                Some(p) => {
-                    needed = true;
-                    match (p.done(), p.latest_since_ms) {
-                        (Some(done), _) => sequences.push(done),
-                        (None, Some(ms)) => {
-                            latest_since = Some(latest_since.map_or(ms, |t| t.min(ms)));
-                            unstarted = true;
-                        }
-                        (None, None) => unstarted = true,
-                    }
-                }
-                None => {
-                    needed = true;
-                    unstarted = true;
-                }
-            }
-        }
-        if !needed {
-            return None;
-        }
-        let configured = match self.config.start_position {
-            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+    /// The source's start position for `pipeline`, resolved (`start.rs`).
+    fn source_start_for(&self, pipeline: &Pipeline) -> SourceStart {
+        match self.config.start_position {
+            StartPosition::TrimHorizon => SourceStart::TrimHorizon,
             StartPosition::AtTimestamp => match self
                 .config
                 .start_timestamp
                 .as_deref()
                 .map(validate_timestamp)
             {
-                Some(Ok(ts)) => StartAt::AtTimestamp(ts),
-                _ => StartAt::TrimHorizon,
+                Some(Ok(ts)) => ts
+                    .to_millis()
+                    .map_or(SourceStart::TrimHorizon, SourceStart::Moment),
+                // Refused by config validation; never reached.
+                _ => SourceStart::TrimHorizon,
             },
-            StartPosition::Latest => {
-                if shard.parents.iter().any(|p| read_here.contains(p)) {
-                    // Everything in a child of a shard we read to its end is new to us.
-                    StartAt::TrimHorizon
-                } else if shard.closed && sequences.is_empty() {
-                    // Nothing new will ever arrive in a closed shard.
-                    return None;
-                } else if let Some(ms) = latest_since {
-                    // A previous run started here at LATEST and acknowledged nothing
-                    // yet: resume from that moment, not from a new LATEST.
-                    StartAt::AtTimestamp(aws_smithy_types::DateTime::from_millis(ms))
-                } else {
-                    StartAt::Latest
+            StartPosition::Latest => SourceStart::Moment(
+                self.checkpoints
+                    .source_start(&pipeline.name, self.stream_key())
+                    .unwrap_or_else(now_ms),
+            ),
+        }
+    }
+
+    /// Where each pipeline starts on `shard`, from the stored state and the
+    /// lineage; a halted pipeline takes no part.
+    fn plan_for(&self, shard: &ShardInfo, shards: &BTreeMap<String, ShardInfo>) -> ShardPlan {
+        let stream = self.stream_key();
+        let starts: Vec<Start> = self
+            .pipelines
+            .iter()
+            .map(|pipeline| {
+                if pipeline.is_halted() {
+                    return Start::Done;
+                }
+                let parents: Vec<Parent> = shard
+                    .parents
+                    .iter()
+                    .map(|p| Parent {
+                        listed: shards.contains_key(p),
+                        stored: self.checkpoints.get(&pipeline.name, stream, p),
+                    })
+                    .collect();
+                let own = self.checkpoints.get(&pipeline.name, stream, &shard.id);
+                pipeline_start(own.as_ref(), &parents, self.source_start_for(pipeline))
+            })
+            .collect();
+        plan(&starts)
+    }
+
+    fn start_ready_shards(
+        self: &Arc<Self>,
+        shards: &BTreeMap<String, ShardInfo>,
+        done: &mut HashSet<String>,
+        running: &mut HashSet<String>,
+        tasks: &mut JoinSet<(String, ShardEnd)>,
+        closed: &tokio::sync::watch::Receiver<HashSet<String>>,
+    ) {
+        for shard in shards.values() {
+            if done.contains(&shard.id) || running.contains(&shard.id) {
+                continue;
+            }
+            match self.plan_for(shard, shards) {
+                ShardPlan::Wait => {}
+                ShardPlan::Finished => {
+                    done.insert(shard.id.clone());
+                }
+                ShardPlan::Read { shared, lanes } => {
+                    running.insert(shard.id.clone());
+                    let me = self.clone();
+                    let id = shard.id.clone();
+                    let closed = closed.clone();
+                    tracing::info!(source = %self.name, shard = %id, start = ?shared, "reading shard");
+                    tasks.spawn(async move {
+                        let end = me.run_shard(id.clone(), shared, lanes, closed).await;
+                        (id, end)
+                    });
                 }
             }
-        };
-        let earliest = sequences.into_iter().min_by(|a, b| a.cmp_position(b));
-        Some(match (earliest, unstarted) {
-            (Some(done), false) => StartAt::after(&done),
-            // A pipeline without a position joins the earliest one, unless the configured start is earlier still.
-            (Some(_), true) if configured == StartAt::TrimHorizon => StartAt::TrimHorizon,
-            (Some(done), true) => StartAt::after(&done),
-            (None, _) => configured,
-        })
+        }
     }
 
     async fn run_shard(
         self: Arc<Self>,
         shard_id: String,
         start: StartAt,
+        lane_starts: Vec<LaneStart>,
         closed: tokio::sync::watch::Receiver<HashSet<String>>,
     ) -> ShardEnd {
         let stream = self.stream_key().to_string();
-        if start == StartAt::Latest {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            for pipeline in self.active_pipelines() {
-                self.checkpoints
-                    .started_at_latest(&pipeline.name, &stream, &shard_id, now_ms);
-            }
-        }
         let calls = self.stats.get_records_counter(&shard_id);
         let setup = {
             let (client, stream, shard, limit, poll, calls, deaggregate) = (
@@ -355,7 +409,6 @@ impl SourceRunner {
                     .counting_calls(calls.clone())
                     .deaggregating(deaggregate)
                 }),
-                initial: start.clone(),
             })
         };
         // The shared reader reads one batch ahead of publishing.
@@ -363,17 +416,20 @@ impl SourceRunner {
         let tip = match &self.consumer_arn {
             Some(consumer) => {
                 let setup = setup.clone();
-                TipReader::Efo(Box::new(EfoReader::new(
-                    self.client.clone(),
-                    consumer.clone(),
-                    shard_id.clone(),
-                    start,
-                    self.config.deaggregate,
-                    closed,
-                    Box::new(move |at| (setup.make_reader)(at)),
-                )))
+                TipReader::Efo(Box::new(
+                    EfoReader::new(
+                        self.client.clone(),
+                        consumer.clone(),
+                        shard_id.clone(),
+                        start.clone(),
+                        self.config.deaggregate,
+                        closed,
+                        Box::new(move |at| (setup.make_reader)(at)),
+                    )
+                    .counting(self.stats.efo_shard(&shard_id)),
+                ))
             }
-            None => TipReader::Polling((setup.make_reader)(start)),
+            None => TipReader::Polling((setup.make_reader)(start.clone())),
         };
         let behind = {
             let (stats, shard) = (self.stats.clone(), shard_id.clone());
@@ -385,13 +441,20 @@ impl SourceRunner {
         let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
             vec![None; self.pipelines.len()];
         let mut lanes = JoinSet::new();
-        for (i, pipeline) in self.pipelines.iter().enumerate() {
-            let checkpoint = self.checkpoints.get(&pipeline.name, &stream, &shard_id);
-            if pipeline.is_halted() || checkpoint.as_ref().is_some_and(|c| c.finished) {
-                continue;
-            }
+        for ((i, pipeline), lane_start) in self.pipelines.iter().enumerate().zip(lane_starts) {
+            let (position, initial) = match lane_start {
+                LaneStart::None => continue,
+                LaneStart::Attached { skip } => (skip, start.clone()),
+                LaneStart::Detached { at } => (None, at),
+            };
             let (queue, receiver) = mpsc::channel(pipeline.buffer_batches);
-            queues[i] = Some(queue);
+            if initial == start {
+                queues[i] = Some(queue);
+            } else {
+                // Its start is not the shared reader's: it begins on its own
+                // reader (its queue is closed) and rejoins once caught up.
+                tracing::info!(source = %self.name, pipeline = %pipeline.name, shard = %shard_id, start = ?initial, "pipeline starts on its own reader");
+            }
             let lane = Lane {
                 index: i,
                 pipeline: pipeline.clone(),
@@ -400,7 +463,8 @@ impl SourceRunner {
                 shard_id: shard_arc.clone(),
                 checkpoints: self.checkpoints.clone(),
                 shutdown: self.shutdown.clone(),
-                position: checkpoint.and_then(|c| c.done()),
+                position,
+                initial,
                 read: setup.clone(),
                 rejoin: rejoin_tx.clone(),
             };

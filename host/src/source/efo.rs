@@ -19,11 +19,20 @@
 //!   rest of the shard is read with GetRecords from the subscription's
 //!   position, which ends definitively (no next iterator).
 //!
+//! - Another subscription holding the shard (ResourceInUseException: an old
+//!   process's subscription still open, or a second consumer with the same
+//!   name): counted, retried with a backoff growing to 10 s, and once the
+//!   conflict has lasted `CONFLICT_FALLBACK_AFTER`, the shard is read with
+//!   GetRecords from the subscription's position, trying to take the
+//!   subscription again every `RETAKE_EVERY` (then at the GetRecords
+//!   reader's position), so a held subscription delays nothing for long.
+//!
 //! Only the shared reader of a shard uses a subscription. A pipeline that fell
 //! behind catches up with GetRecords (`lane.rs`): reading history is what
 //! polling is for, and a second subscription per consumer and shard would
 //! replace the first.
 
+use super::coordinator::EfoShardStats;
 use super::reader::{ReadBatch, ShardReader, StartAt, push_source_records};
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_not_found};
@@ -32,11 +41,19 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
 };
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Gap between two SubscribeToShard calls on one shard (the service allows one per second).
 const SUBSCRIBE_GAP: Duration = Duration::from_millis(1000);
+/// How long SubscribeToShard may keep answering ResourceInUseException
+/// before the shard is read with GetRecords instead.
+const CONFLICT_FALLBACK_AFTER: Duration = Duration::from_secs(15);
+/// While reading with GetRecords for a held subscription: how often to try
+/// to take the subscription again.
+const RETAKE_EVERY: Duration = Duration::from_secs(30);
 /// Gap between two DescribeStreamConsumer calls while waiting for ACTIVE.
 const DESCRIBE_GAP: Duration = Duration::from_millis(500);
 
@@ -120,6 +137,19 @@ pub struct EfoReader {
     /// Makes a GetRecords reader, to finish a closed shard (see the module doc).
     make_polling: Box<dyn Fn(StartAt) -> ShardReader + Send + Sync>,
     finishing: Option<ShardReader>,
+    /// Since when SubscribeToShard answers ResourceInUseException, and its backoff.
+    conflict: Option<(Instant, Backoff)>,
+    /// Reading with GetRecords while the subscription is held elsewhere; when
+    /// to try to take it again.
+    fallback: Option<(ShardReader, Instant)>,
+    stats: Arc<EfoShardStats>,
+}
+
+/// Why a subscription could not be had.
+enum SubscribeError {
+    /// ResourceInUseException: another subscription holds the shard.
+    InUse(String),
+    Other(String),
 }
 
 impl EfoReader {
@@ -144,7 +174,16 @@ impl EfoReader {
             closed,
             make_polling,
             finishing: None,
+            conflict: None,
+            fallback: None,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts subscription conflicts and the GetRecords fallback in `stats`.
+    pub fn counting(mut self, stats: Arc<EfoShardStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The next event's records (possibly none), subscribing again as needed.
@@ -153,18 +192,46 @@ impl EfoReader {
             if let Some(polling) = self.finishing.as_mut() {
                 return polling.next().await;
             }
+            if let Some((polling, retake_at)) = self.fallback.as_mut() {
+                if Instant::now() < *retake_at {
+                    return polling.next().await;
+                }
+                *retake_at = Instant::now() + RETAKE_EVERY;
+                self.position = polling.position().clone();
+                match self.subscribe().await {
+                    Ok(events) => {
+                        // Back to the subscription; if it ends at once in a
+                        // conflict again, `in_use` falls back right away.
+                        tracing::info!(shard = %self.shard_id, position = ?self.position, "subscribed again; leaving GetRecords");
+                        self.events = Some(events);
+                        self.fallback = None;
+                        self.stats.polling_fallback.store(false, Ordering::Relaxed);
+                    }
+                    Err(SubscribeError::InUse(_)) => {
+                        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(SubscribeError::Other(error)) => {
+                        tracing::debug!(shard = %self.shard_id, %error, "cannot take the subscription again yet");
+                    }
+                }
+                continue;
+            }
             let Some(events) = self.events.as_mut() else {
                 tokio::time::sleep_until(self.next_subscribe.into()).await;
                 self.next_subscribe = Instant::now() + SUBSCRIBE_GAP;
                 match self.subscribe().await {
                     Ok(events) => self.events = Some(events),
-                    Err(error) => self.retry_later(&error).await,
+                    Err(SubscribeError::InUse(error)) => self.in_use(&error).await,
+                    Err(SubscribeError::Other(error)) => self.retry_later(&error).await,
                 }
                 continue;
             };
             match events.recv().await {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => {
                     self.backoff.reset();
+                    if self.conflict.take().is_some() {
+                        tracing::info!(shard = %self.shard_id, "subscription taken after a conflict");
+                    }
                     tracing::trace!(shard = %self.shard_id, records = event.records.len(), continuation = %event.continuation_sequence_number, children = ?event.child_shards, "subscription event");
                     let end = event.continuation_sequence_number.is_empty();
                     if let Some(last) = event.records.last() {
@@ -209,13 +276,47 @@ impl EfoReader {
                 Err(e) => {
                     self.events = None;
                     let error = format!("subscription failed: {}", describe(&e));
-                    self.retry_later(&error).await;
+                    // Some servers accept the call and then end the stream
+                    // with ResourceInUseException (kinesis-local does).
+                    let in_use = e
+                        .as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception());
+                    if in_use {
+                        self.in_use(&error).await;
+                    } else {
+                        self.retry_later(&error).await;
+                    }
                 }
             }
         }
     }
 
-    async fn subscribe(&self) -> Result<Events, String> {
+    /// Another subscription holds the shard: count it, back off, and once
+    /// the conflict lasted `CONFLICT_FALLBACK_AFTER`, read with GetRecords.
+    async fn in_use(&mut self, error: &str) {
+        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        let (since, backoff) = self.conflict.get_or_insert_with(|| {
+            (
+                Instant::now(),
+                Backoff::new(Duration::from_secs(1), Duration::from_secs(10)),
+            )
+        });
+        if since.elapsed() >= CONFLICT_FALLBACK_AFTER {
+            tracing::warn!(shard = %self.shard_id, %error, position = ?self.position, "another subscription holds the shard; reading it with GetRecords until the subscription can be taken");
+            self.stats.polling_fallback.store(true, Ordering::Relaxed);
+            self.fallback = Some((
+                (self.make_polling)(self.position.clone()),
+                Instant::now() + RETAKE_EVERY,
+            ));
+            return;
+        }
+        if backoff.attempts() == 0 {
+            tracing::warn!(shard = %self.shard_id, %error, "another subscription holds the shard; retrying with backoff");
+        }
+        backoff.wait().await;
+    }
+
+    async fn subscribe(&self) -> Result<Events, SubscribeError> {
         let (kind, sequence, timestamp) = match &self.position {
             StartAt::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
             StartAt::Latest => (ShardIteratorType::Latest, None, None),
@@ -234,7 +335,7 @@ impl EfoReader {
             .set_sequence_number(sequence)
             .set_timestamp(timestamp)
             .build()
-            .map_err(|e| format!("StartingPosition: {e}"))?;
+            .map_err(|e| SubscribeError::Other(format!("StartingPosition: {e}")))?;
         let out = self
             .client
             .subscribe_to_shard()
@@ -243,7 +344,16 @@ impl EfoReader {
             .starting_position(start)
             .send()
             .await
-            .map_err(|e| format!("SubscribeToShard: {}", describe(&e)))?;
+            .map_err(|e| {
+                let text = format!("SubscribeToShard: {}", describe(&e));
+                match e
+                    .as_service_error()
+                    .map(|s| s.is_resource_in_use_exception())
+                {
+                    Some(true) => SubscribeError::InUse(text),
+                    _ => SubscribeError::Other(text),
+                }
+            })?;
         Ok(out.event_stream)
     }
 

@@ -62,8 +62,6 @@ pub enum LaneEnd {
 /// What a catch-up reader needs to read the shard on its own.
 pub struct ReadSetup {
     pub make_reader: Box<dyn Fn(StartAt) -> ShardReader + Send + Sync>,
-    /// Where to start when the lane has no position yet.
-    pub initial: StartAt,
 }
 
 pub struct Lane {
@@ -76,6 +74,8 @@ pub struct Lane {
     pub shutdown: Shutdown,
     /// The last record acknowledged (records up to it are skipped).
     pub position: Option<ShardPosition>,
+    /// Where its own reader starts while it has no position (`start.rs`).
+    pub initial: StartAt,
     pub read: Arc<ReadSetup>,
     pub rejoin: mpsc::UnboundedSender<Rejoin>,
 }
@@ -119,7 +119,16 @@ impl Lane {
         if start < batch.records.len() {
             let mut waiting = false;
             loop {
-                match self.pipeline.process(batch, start).await {
+                let processed = tokio::select! {
+                    processed = self.pipeline.process(batch, start) => processed,
+                    _ = self.shutdown.abandoned() => {
+                        // shutdown_timeout_s passed: stop writing; this batch
+                        // stays unacknowledged and is delivered after restart.
+                        tracing::warn!(pipeline = %self.pipeline.name, source = %self.source, shard = %self.shard_id, records = batch.records.len() - start, position = ?self.position, "shutdown timeout: abandoning the batch in flight; it is delivered again after restart");
+                        return Step::End(LaneEnd::Stopped);
+                    }
+                };
+                match processed {
                     Ok(Processed::Delivered) => break,
                     Ok(Processed::NoOutputs) => {
                         if !waiting {
@@ -157,7 +166,7 @@ impl Lane {
     async fn catch_up(&mut self) -> Result<mpsc::Receiver<Arc<Published>>, LaneEnd> {
         let start = match &self.position {
             Some(done) => StartAt::after(done),
-            None => self.read.initial.clone(),
+            None => self.initial.clone(),
         };
         let mut reader = (self.read.make_reader)(start);
         loop {

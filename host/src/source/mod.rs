@@ -9,5 +9,6 @@ pub mod efo;
 pub mod lane;
 pub mod reader;
 pub mod shards;
+pub mod start;
 
 pub use coordinator::{SourceRunner, SourceStats};

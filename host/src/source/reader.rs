@@ -113,6 +113,11 @@ impl ShardReader {
         self
     }
 
+    /// Where the next read continues: after the last record returned, or the start.
+    pub fn position(&self) -> &StartAt {
+        &self.position
+    }
+
     /// The next batch (possibly empty), retrying errors until it gets one.
     pub async fn next(&mut self) -> ReadBatch {
         loop {
@@ -250,6 +255,8 @@ pub(super) fn push_source_records(
     records.push(SourceRecord {
         arrival_ms,
         data,
+        // Absent with service-managed record distribution: empty, and
+        // written with `SourceRecord::output_key` (its sequence number).
         partition_key: r.partition_key.unwrap_or_default(),
         explicit_hash_key: None,
         sequence_number: r.sequence_number,
@@ -260,6 +267,30 @@ pub(super) fn push_source_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_without_partition_key_is_seen_empty_and_written_keyed_by_its_sequence_number() {
+        // No emulator has streams with service-managed distribution: build
+        // the SDK record as such a stream returns it.
+        let record = aws_sdk_kinesis::types::Record::builder()
+            .sequence_number("49590338271490256608559692538361571095921575989136588898")
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"x".to_vec()))
+            .build()
+            .unwrap();
+        let mut records = Vec::new();
+        push_source_records(&mut records, record, true);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].partition_key, "", "plugins see it absent");
+        let out = crate::router::replicate(&records, 1);
+        assert_eq!(
+            out[0][0].partition_key,
+            "49590338271490256608559692538361571095921575989136588898"
+        );
+        assert!(
+            crate::sink::limits::check_record(&out[0][0], 1 << 20).is_ok(),
+            "every output accepts it"
+        );
+    }
 
     #[test]
     fn reads_are_paced_to_five_calls_and_two_mib_per_second() {

@@ -35,8 +35,7 @@ pub struct RouteByField {
 impl RouteByField {
     /// Parses `plugin_config` (JSON) and checks every named output exists.
     pub fn new(config: &str, outputs: &[String]) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_str(config).map_err(|e| format!("plugin_config: {e}"))?;
+        let config: Config = distributary_plugin_sdk::parse_config(config)?;
         let index = |name: &str, key: &str| {
             outputs
                 .iter()

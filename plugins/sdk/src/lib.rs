@@ -78,8 +78,23 @@ impl Init {
     /// `plugin_config` parsed into `T`; errors start with `plugin_config:`.
     /// Tip: `#[serde(deny_unknown_fields)]` on `T` turns a typo into an error.
     pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_str(&self.config).map_err(|e| format!("plugin_config: {e}"))
+        parse_config(&self.config)
     }
+}
+
+/// `plugin_config` (its JSON text) parsed into `T`; an error names the full
+/// key: `plugin_config.routes.eu: invalid type: integer `7`, expected a string`.
+pub fn parse_config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            format!("plugin_config: {inner}")
+        } else {
+            format!("plugin_config.{path}: {inner}")
+        }
+    })
 }
 
 /// A routing plugin: built once per instance by `init`, then asked to route batches.
@@ -158,4 +173,31 @@ macro_rules! export_plugin {
         }
         $crate::bindings::export_router!(__DistributaryExport);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Config {
+        field: String,
+        routes: std::collections::HashMap<String, String>,
+    }
+
+    #[test]
+    fn config_errors_name_the_full_key() {
+        let err = super::parse_config::<Config>(r#"{"field":7,"routes":{}}"#).unwrap_err();
+        assert!(
+            err.starts_with("plugin_config.field: invalid type: integer `7`"),
+            "{err}"
+        );
+        let err = super::parse_config::<Config>(r#"{"field":"f","routes":{"eu":1}}"#).unwrap_err();
+        assert!(
+            err.starts_with("plugin_config.routes.eu: invalid type"),
+            "{err}"
+        );
+        let err = super::parse_config::<Config>("7").unwrap_err();
+        assert!(err.starts_with("plugin_config: invalid type"), "{err}");
+    }
 }
