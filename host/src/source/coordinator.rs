@@ -1,12 +1,17 @@
-//! Runs one source: discovers its shards, starts one task per shard once its
-//! parents are done, and in each task reads the shard once (the shared
-//! reader) and publishes its batches to every pipeline on the source, each
-//! through its own bounded queue (`lane.rs`).
+//! Runs one source: discovers its shards, starts one task per shard that
+//! `start.rs` says is ready (and where each pipeline starts on it), and in
+//! each task reads the shard once (the shared reader) and publishes its
+//! batches to every pipeline on the source, each through its own bounded
+//! queue (`lane.rs`). A pipeline whose start the shared reader cannot serve
+//! begins on its own reader and joins the shared one once caught up.
 //!
 //! Invariants:
-//! - A child shard starts only when every parent still listed is read to its
-//!   end and acknowledged by every pipeline still running (or was already
-//!   finished per checkpoint), so per-key order holds across splits and merges.
+//! - A child shard starts only when every parent still listed is finished in
+//!   the checkpoint store for every pipeline still running (read to its end
+//!   and acknowledged), so per-key order holds across splits and merges, in
+//!   this run and after any restart.
+//! - With `latest`, the moment each pipeline starts on the source is stored
+//!   before any shard is read (`store_latest_moments`).
 //! - Per pipeline, batches of one shard are processed one after another, and
 //!   its checkpoint moves after its outputs acknowledged a batch. Pipelines do
 //!   not wait for each other: a pipeline whose queue (`buffer_batches`) is full
@@ -15,7 +20,8 @@
 //!   shared reader waits: GetRecords calls do not multiply with slow outputs.
 //! - The shared reader reads one batch ahead of publishing; memory per shard
 //!   is bounded by the pipelines' queues.
-//! - On shutdown each lane finishes the batch it is delivering and stops;
+//! - On shutdown each lane finishes the batch it is delivering and stops
+//!   (or abandons it unacknowledged once `shutdown_timeout_s` passed);
 //!   batches read but not started are dropped unacknowledged (read again
 //!   after restart, never written twice).
 
@@ -24,6 +30,7 @@ use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use super::shards::{ShardInfo, list_shards};
 use super::start::{LaneStart, Parent, ShardPlan, SourceStart, Start, pipeline_start, plan};
+use super::stats::SourceStats;
 use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoints;
 use crate::config::{Source, StartPosition, validate_timestamp};
@@ -33,8 +40,7 @@ use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
 use aws_sdk_kinesis::Client;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -64,100 +70,6 @@ impl TipReader {
             TipReader::Polling(reader) => reader.next().await,
             TipReader::Efo(reader) => reader.next().await,
         }
-    }
-}
-
-/// What reading one source cost, read by `/metrics`.
-#[derive(Debug, Default)]
-pub struct SourceStats {
-    /// GetRecords calls per shard, by this process (all pipelines on the source together).
-    get_records: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
-    /// MillisBehindLatest of the last batch the shared reader read, per shard.
-    millis_behind: Mutex<BTreeMap<String, i64>>,
-    /// Enhanced fan-out, per shard: subscriptions refused because another
-    /// one holds the shard, and whether the shard is read by GetRecords
-    /// meanwhile.
-    efo: Mutex<BTreeMap<String, Arc<EfoShardStats>>>,
-}
-
-/// What enhanced fan-out met on one shard.
-#[derive(Debug, Default)]
-pub struct EfoShardStats {
-    pub conflicts: AtomicU64,
-    pub polling_fallback: std::sync::atomic::AtomicBool,
-}
-
-impl SourceStats {
-    /// The counter of GetRecords calls on `shard` (created on first use).
-    pub fn get_records_counter(&self, shard: &str) -> Arc<AtomicU64> {
-        match self.get_records.lock() {
-            Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
-    }
-
-    /// The enhanced fan-out counters of `shard` (created on first use).
-    pub fn efo_shard(&self, shard: &str) -> Arc<EfoShardStats> {
-        match self.efo.lock() {
-            Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
-            Err(_) => Arc::default(),
-        }
-    }
-
-    /// (shard, subscription conflicts) for every EFO shard.
-    pub fn efo_conflicts(&self) -> Vec<(String, u64)> {
-        self.efo
-            .lock()
-            .map(|map| {
-                map.iter()
-                    .map(|(s, e)| (s.clone(), e.conflicts.load(Ordering::Relaxed)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// (shard, 1 while read by GetRecords for a held subscription).
-    pub fn efo_fallbacks(&self) -> Vec<(String, i64)> {
-        self.efo
-            .lock()
-            .map(|map| {
-                map.iter()
-                    .map(|(s, e)| {
-                        (
-                            s.clone(),
-                            i64::from(e.polling_fallback.load(Ordering::Relaxed)),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Records how far behind the tip the shared reader of `shard` is.
-    pub fn set_millis_behind(&self, shard: &str, ms: i64) {
-        if let Ok(mut map) = self.millis_behind.lock() {
-            map.insert(shard.to_string(), ms);
-        }
-    }
-
-    /// (shard, MillisBehindLatest) for every shard read so far.
-    pub fn millis_behind(&self) -> Vec<(String, i64)> {
-        self.millis_behind
-            .lock()
-            .map(|map| map.iter().map(|(s, ms)| (s.clone(), *ms)).collect())
-            .unwrap_or_default()
-    }
-
-    /// (shard, GetRecords calls) for every shard read so far.
-    pub fn get_records(&self) -> Vec<(String, u64)> {
-        self.get_records
-            .lock()
-            .map(|map| {
-                map.iter()
-                    .map(|(shard, n)| (shard.clone(), n.load(Ordering::Relaxed)))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 

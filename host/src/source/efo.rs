@@ -32,8 +32,8 @@
 //! polling is for, and a second subscription per consumer and shard would
 //! replace the first.
 
-use super::coordinator::EfoShardStats;
 use super::reader::{ReadBatch, ShardReader, StartAt, push_source_records};
+use super::stats::EfoShardStats;
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_not_found};
 use aws_sdk_kinesis::Client;

@@ -1,8 +1,10 @@
 //! Reading a source stream: `shards` lists shards and their lineage,
+//! `start` decides where each pipeline starts on a shard (and whether the
+//! shard is ready: parents before children) from the stored state,
 //! `reader` polls one shard with GetRecords, `efo` reads it through an
-//! enhanced fan-out subscription, `coordinator` decides which
-//! shards run (parents before children) and feeds each shard's batches to the
-//! pipelines on the source, checkpointing what they acknowledged.
+//! enhanced fan-out subscription, `coordinator` runs the ready shards and
+//! feeds each shard's batches to the pipelines' lanes (`lane`), which
+//! checkpoint what they acknowledged; `stats` counts what reading cost.
 
 pub mod coordinator;
 pub mod efo;
@@ -10,5 +12,7 @@ pub mod lane;
 pub mod reader;
 pub mod shards;
 pub mod start;
+pub mod stats;
 
-pub use coordinator::{SourceRunner, SourceStats};
+pub use coordinator::SourceRunner;
+pub use stats::SourceStats;
