@@ -9,7 +9,9 @@
 //! any PutRecords call holding a record with given data (400,
 //! InvalidArgumentException), which no emulator does on demand either; and
 //! leave every call unanswered while it is stalled (`set_stalled`), as a
-//! network that drops packets does.
+//! network that drops packets does; and answer every call only after a fixed
+//! delay (`set_delay`), as real Kinesis does (10-30 ms a round trip) where
+//! the emulators answer in about 1 ms.
 
 use anyhow::Result;
 use base64::Engine as _;
@@ -28,6 +30,7 @@ pub struct FaultProxy {
     pub endpoint: String,
     fail_rate: Arc<AtomicU64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     pub injected: Arc<AtomicU64>,
     pub put_calls: Arc<AtomicU64>,
@@ -44,6 +47,7 @@ struct State {
     upstream: String,
     fail_rate: Arc<AtomicU64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     client: Client<HttpConnector, Full<Bytes>>,
     injected: Arc<AtomicU64>,
@@ -61,6 +65,12 @@ impl FaultProxy {
         if let Ok(mut reject) = self.reject_data.lock() {
             *reject = Some(data.to_vec());
         }
+    }
+
+    /// From now on, every call is answered `delay` later than upstream answers it.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// From now on (while `stalled`), takes every call and never answers it.
@@ -82,7 +92,9 @@ impl FaultProxy {
         let fail_rate = Arc::new(AtomicU64::new(fail_rate.to_bits()));
         let reject_data = Arc::new(Mutex::new(None));
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let state = Arc::new(State {
+            delay_ms: delay_ms.clone(),
             upstream: upstream.trim_end_matches('/').to_string(),
             fail_rate: fail_rate.clone(),
             stalled: stalled.clone(),
@@ -112,6 +124,7 @@ impl FaultProxy {
             endpoint,
             fail_rate,
             stalled,
+            delay_ms,
             reject_data,
             injected,
             put_calls,
@@ -129,6 +142,10 @@ async fn handle(
     if state.stalled.load(Ordering::Relaxed) {
         // Never answered: the caller must give up on its own.
         std::future::pending::<()>().await;
+    }
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let target = parts
         .headers

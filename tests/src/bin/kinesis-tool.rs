@@ -1,11 +1,51 @@
 //! A small Kinesis client for the demo script (local endpoints only):
 //!
 //!   kinesis-tool ENDPOINT create STREAM SHARDS
-//!   kinesis-tool ENDPOINT put STREAM COUNT [KEYS] (JSON records over KEYS partition keys, default 16)
+//!   kinesis-tool ENDPOINT put STREAM COUNT [KEYS [BYTES]]
+//!       JSON records padded to BYTES (default: as short as they are), over
+//!       KEYS partition keys: `N` (round-robin, default 16), `random:N`
+//!       (uniform at random, seeded), `zipf:N` (Zipf-skewed, s = 1)
 //!   kinesis-tool ENDPOINT count STREAM            (records in the stream)
 
 use anyhow::{Context, Result, bail};
-use distributary_e2e::{client_for, create_stream, numbered_records, put_all, read_all};
+use distributary_e2e::{Rec, client_for, create_stream, numbered_records, put_all, read_all};
+
+/// `count` records over the key distribution `keys`, padded to `bytes`.
+fn records(count: usize, keys: &str, bytes: usize) -> Result<Vec<Rec>> {
+    let (kind, n) = keys.split_once(':').unwrap_or(("round-robin", keys));
+    let n: usize = n.parse().context("KEYS")?;
+    if n == 0 {
+        bail!("KEYS must be at least 1");
+    }
+    let mut rng = fastrand::Rng::with_seed(42);
+    // Zipf (s = 1): key k (from 1) with weight 1/k.
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut records = numbered_records(count, 1, "");
+    for (i, record) in records.iter_mut().enumerate() {
+        let k = match kind {
+            "round-robin" => i % n,
+            "random" => rng.usize(0..n),
+            "zipf" => {
+                let mut x = rng.f64() * total;
+                weights
+                    .iter()
+                    .position(|w| {
+                        x -= w;
+                        x <= 0.0
+                    })
+                    .unwrap_or(n - 1)
+            }
+            other => bail!("unknown key distribution {other:?}"),
+        };
+        record.key = format!("key-{k}");
+        record.data = format!("{{\"key\":{k},\"i\":{i}}}").into_bytes();
+        if record.data.len() < bytes {
+            record.data.resize(bytes, b' ');
+        }
+    }
+    Ok(records)
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -23,9 +63,11 @@ async fn main() -> Result<()> {
         ("create", [stream, shards]) => {
             create_stream(&client, stream, shards.parse().context("SHARDS")?).await
         }
-        ("put", [stream, count, keys @ ..]) if keys.len() <= 1 => {
-            let keys = keys.first().map_or(Ok(16), |k| k.parse()).context("KEYS")?;
-            let records = numbered_records(count.parse().context("COUNT")?, keys, "");
+        ("put", [stream, count, more @ ..]) if more.len() <= 2 => {
+            let count: usize = count.parse().context("COUNT")?;
+            let keys = more.first().map_or("16", String::as_str);
+            let bytes: usize = more.get(1).map_or(Ok(0), |b| b.parse()).context("BYTES")?;
+            let records = records(count, keys, bytes)?;
             put_all(&client, stream, &records).await
         }
         ("count", [stream]) => {
