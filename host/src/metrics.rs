@@ -285,15 +285,6 @@ impl Collector for Metrics {
             "Whole PutRecords requests that failed transiently and were sent again",
             per_output(&|w| load(&w.stats.requests_retried)),
         )?;
-        gauges(
-            &mut encoder,
-            "distributary_output_window",
-            "PutRecords requests a delivery may have in flight now (grows on success, halves on throttling, up to max_requests_in_flight)",
-            writers
-                .iter()
-                .map(|w| (vec![("output", w.name.clone())], w.window.size() as i64))
-                .collect(),
-        )?;
 
         let get_records = per_source_shard(&self.sources, |stats| stats.get_records());
         let behind = per_source_shard(&self.sources, |stats| stats.millis_behind());

@@ -92,10 +92,6 @@ pub struct Output {
     /// Largest PutRecords request, counted as data plus partition keys (5 MiB).
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
-    /// PutRecords requests one delivery may have in flight at once, at most
-    /// (the window adapts below it to throttling).
-    #[serde(default = "default_max_requests_in_flight")]
-    pub max_requests_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -221,9 +217,6 @@ fn default_discover_interval_s() -> u64 {
 }
 fn default_aggregate_max_bytes() -> usize {
     51_200
-}
-fn default_max_requests_in_flight() -> usize {
-    crate::sink::writer::DEFAULT_MAX_REQUESTS_IN_FLIGHT
 }
 fn default_max_request_bytes() -> usize {
     5 * 1024 * 1024

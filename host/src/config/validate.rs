@@ -137,12 +137,6 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
             "must be at least max_record_bytes".into(),
         ));
     }
-    if !(1..=64).contains(&output.max_requests_in_flight) {
-        return Err((
-            key("max_requests_in_flight"),
-            "must be between 1 and 64".into(),
-        ));
-    }
     Ok(())
 }
 

@@ -7,9 +7,7 @@
 //! If the process dies inside `deliver`, nothing was checkpointed for these
 //! records yet: they are read and written again after restart (at-least-once).
 
-use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record};
-use super::request::Pending;
-use super::window::{Window, is_throttling};
+use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record, next_request_len};
 use crate::backoff::Backoff;
 use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
 use crate::kpl::aggregate::{Packed, ShardRange, hash_of, pack};
@@ -18,9 +16,7 @@ use crate::source::shards::list_shards;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,9 +126,6 @@ struct Written {
     unsent: Vec<u32>,
 }
 
-/// Requests in flight per delivery at most, unless configured.
-pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 8;
-
 /// How often the shard map of an aggregating output is read again, so that
 /// aggregates follow a resharded stream.
 const SHARD_MAP_TTL: Duration = Duration::from_secs(10);
@@ -209,8 +202,6 @@ pub struct OutputWriter<T: Transport = KinesisTransport> {
     aggregation: Option<Aggregation>,
     /// Set once the deletion of this (discovered) stream was logged.
     gone_logged: std::sync::atomic::AtomicBool,
-    /// Requests a delivery may have in flight (adapts to throttling).
-    pub window: Window,
     pub stats: WriterStats,
 }
 
@@ -232,15 +223,8 @@ impl<T: Transport> OutputWriter<T> {
             discovered: false,
             aggregation: None,
             gone_logged: std::sync::atomic::AtomicBool::new(false),
-            window: Window::new(DEFAULT_MAX_REQUESTS_IN_FLIGHT),
             stats: WriterStats::default(),
         }
-    }
-
-    /// At most `max` requests in flight per delivery (`max_requests_in_flight`).
-    pub fn with_max_requests_in_flight(mut self, max: usize) -> Self {
-        self.window = Window::new(max);
-        self
     }
 
     /// Marks the output as found by a `stream_pattern` (see `discovered`).
@@ -397,211 +381,144 @@ impl<T: Transport> OutputWriter<T> {
     }
 
     /// Writes records in order until all are acknowledged (see
-    /// `deliver_checked`). Which records go into each request is
-    /// `request::Pending`'s rule (the first pending record of each key), and
-    /// up to the output's window (`window.rs`) of requests are in flight at
-    /// once; no key is ever in two of them. `placements[i]`, when given, is
-    /// the shard record `i` (by `source_index`) must land in: then requests
-    /// go one at a time, and if one lands elsewhere the write stops after
-    /// that request and `unsent` names every record not yet written, in order.
+    /// `deliver_checked`). `placements[i]`, when given, is the shard record
+    /// `i` (by `source_index`) must land in: if one lands elsewhere, the
+    /// write stops after that request and `again` names it and every record
+    /// not yet written, in order.
     async fn write(
         &self,
         records: Vec<OutRecord>,
         placements: &[Option<String>],
     ) -> Result<Written, DeliverError> {
-        let mut pending = Pending::new(records);
+        let mut pending: VecDeque<OutRecord> = records.into();
         let mut refused = Vec::new();
-        let mut misplaced = Vec::new();
-        let mut stream_gone = false;
+        let mut gone = Vec::new();
         let mut backoff = self.backoff.clone();
-        // No request is started before this (the backoff after a failure).
-        let mut not_before: Option<Instant> = None;
         // Consecutive answered requests with failed entries: logged loudly every 10.
         let mut failing_rounds = 0u32;
-        // Records of a request rejected as invalid: sent one per request
-        // (one request at a time) until each is written or refused.
-        let mut isolating: HashSet<usize> = HashSet::new();
-        let serial = !placements.is_empty();
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            let launching = !stream_gone && misplaced.is_empty();
-            if launching && not_before.is_none_or(|t| Instant::now() >= t) {
-                not_before = None;
-                loop {
-                    let single = !isolating.is_empty();
-                    let limit = if serial || single {
-                        1
-                    } else {
-                        self.window.size()
-                    };
-                    if in_flight.len() >= limit {
-                        break;
-                    }
-                    let max_entries = if single { 1 } else { MAX_ENTRIES_PER_REQUEST };
-                    let request = pending.next_request(max_entries, self.max_request_bytes);
-                    if request.is_empty() {
-                        break;
-                    }
-                    let entries = request
-                        .iter()
-                        .map(|&i| to_entry(pending.record(i)))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| {
-                            let first = request
-                                .first()
-                                .map_or(0, |&i| pending.record(i).source_index);
-                            self.error(first, e)
-                        })?;
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                    let (transport, stream) = (&self.transport, &self.stream);
-                    in_flight.push(async move {
-                        (request, transport.put_records(stream, entries).await)
-                    });
-                }
-            }
-            if in_flight.is_empty() {
-                if pending.is_empty() || !launching {
-                    break;
-                }
-                match not_before {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    // Every key's first record is ready when nothing is in
-                    // flight, so this cannot happen; never spin on it.
-                    None => {
-                        debug_assert!(false, "records pending but none to send");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-                continue;
-            }
-            let Some((request, outcome)) = in_flight.next().await else {
-                continue;
+        // Records still to send one per request, to find the one a rejected request held.
+        let mut isolate = 0usize;
+        while !pending.is_empty() {
+            let n = if isolate > 0 {
+                isolate -= 1;
+                1
+            } else {
+                next_request_len(&pending, self.max_request_bytes)
             };
-            let n = request.len();
-            match outcome {
+            debug_assert!((1..=MAX_ENTRIES_PER_REQUEST).contains(&n));
+            let entries = pending
+                .iter()
+                .take(n)
+                .map(to_entry)
+                .collect::<Result<Vec<_>, _>>();
+            let entries = entries.map_err(|e| self.error(pending[0].source_index, e))?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            match self.transport.put_records(&self.stream, entries).await {
                 PutOutcome::Answered(results) => {
-                    let mut failed = 0usize;
-                    let mut throttled = false;
+                    let mut failed: Vec<OutRecord> = Vec::new();
                     let mut first_error = None;
-                    for (&i, result) in request.iter().zip(results) {
-                        isolating.remove(&i);
+                    let mut misplaced = Vec::new();
+                    for (record, result) in pending.drain(..n).zip(results) {
                         match result {
                             Err(error) => {
-                                throttled |= is_throttling(&error);
                                 first_error.get_or_insert(error);
-                                failed += 1;
-                                pending.failed(i);
+                                failed.push(record);
                             }
                             Ok(shard) => {
-                                let index = pending.record(i).source_index;
-                                let expected =
-                                    placements.get(index as usize).and_then(Option::as_ref);
+                                let expected = placements
+                                    .get(record.source_index as usize)
+                                    .and_then(Option::as_ref);
                                 if expected.is_some_and(|e| *e != shard) {
-                                    misplaced.push((index, shard));
+                                    misplaced.push((record.source_index, shard));
                                 }
-                                pending.acknowledged(i);
                             }
                         }
                     }
-                    let written = n - failed;
+                    if !misplaced.is_empty() {
+                        let written = n - failed.len();
+                        self.stats
+                            .records_written
+                            .fetch_add(written as u64, Ordering::Relaxed);
+                        for record in failed.into_iter().rev() {
+                            pending.push_front(record);
+                        }
+                        return Ok(Written {
+                            refused,
+                            gone,
+                            misplaced,
+                            unsent: pending.iter().map(|r| r.source_index).collect(),
+                        });
+                    }
+                    let written = n - failed.len();
                     self.stats
                         .records_written
                         .fetch_add(written as u64, Ordering::Relaxed);
-                    if throttled {
-                        self.window.throttled();
-                    } else {
-                        self.window.succeeded();
-                    }
-                    if failed == 0 {
+                    if failed.is_empty() {
                         backoff.reset();
                         failing_rounds = 0;
                         continue;
                     }
                     failing_rounds += 1;
                     if failing_rounds.is_multiple_of(10) {
-                        tracing::warn!(output = %self.name, rounds = failing_rounds, failed, error = ?first_error, "PutRecords entries keep failing; still retrying");
+                        tracing::warn!(output = %self.name, rounds = failing_rounds, failed = failed.len(), error = ?first_error, "PutRecords entries keep failing; still retrying");
                     }
                     self.stats
                         .entries_retried
-                        .fetch_add(failed as u64, Ordering::Relaxed);
-                    tracing::debug!(output = %self.name, failed, of = n, error = ?first_error, "PutRecords entries failed; retrying them");
+                        .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                    tracing::debug!(output = %self.name, failed = failed.len(), of = n, error = ?first_error, "PutRecords entries failed; retrying them");
+                    for record in failed.into_iter().rev() {
+                        pending.push_front(record);
+                    }
                     // Progress (some entries written) keeps the wait short; only
                     // requests that write nothing escalate towards the cap.
                     if written > 0 {
                         backoff.reset();
                     }
-                    not_before = Some(Instant::now() + backoff.next_delay());
+                    backoff.wait().await;
                 }
                 PutOutcome::Gone(error) if self.discovered => {
                     // Its owner deleted it: not the pipeline's failure. What
                     // is routed to it is dropped and counted; logged once.
                     if !self.gone_logged.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(output = %self.name, %error, "discovered stream was deleted; dropping what is routed to it (counted in distributary_pipeline_dropped_stream_deleted_total) until discovery removes it");
+                        tracing::warn!(output = %self.name, records = pending.len(), %error, "discovered stream was deleted; dropping what is routed to it (counted in distributary_pipeline_dropped_stream_deleted_total) until discovery removes it");
                     }
-                    stream_gone = true;
+                    gone.extend(pending.drain(..).map(|r| r.source_index));
                 }
                 PutOutcome::Transient(error) | PutOutcome::Gone(error) => {
-                    request.iter().for_each(|&i| pending.failed(i));
-                    if is_throttling(&error) {
-                        self.window.throttled();
-                    }
                     self.stats.requests_retried.fetch_add(1, Ordering::Relaxed);
-                    if backoff.attempts() >= 3 {
+                    let level_warn = backoff.attempts() >= 3;
+                    if level_warn {
                         tracing::warn!(output = %self.name, attempt = backoff.attempts(), %error, "PutRecords failed; retrying");
                     } else {
                         tracing::debug!(output = %self.name, %error, "PutRecords failed; retrying");
                     }
-                    not_before = Some(Instant::now() + backoff.next_delay());
+                    backoff.wait().await;
                 }
                 PutOutcome::Invalid(error) if n > 1 => {
                     tracing::warn!(output = %self.name, records = n, %error, "PutRecords rejected as invalid; sending those records one at a time to find the culprit");
-                    request.iter().for_each(|&i| pending.failed(i));
-                    isolating.extend(request);
+                    isolate = n;
                 }
                 PutOutcome::Invalid(error) => {
-                    // Refused on its own: it can never be written; the rest goes on.
-                    for &i in &request {
-                        isolating.remove(&i);
+                    if let Some(record) = pending.pop_front() {
                         refused.push(self.error(
-                            pending.record(i).source_index,
+                            record.source_index,
                             format!("PutRecords rejected the record: {error}"),
                         ));
-                        pending.acknowledged(i);
                     }
                 }
                 PutOutcome::Rejected(error) => {
-                    let first = request
-                        .first()
-                        .map_or(0, |&i| pending.record(i).source_index);
                     return Err(self.error(
-                        first,
+                        pending[0].source_index,
                         format!("PutRecords of {n} records rejected: {error}"),
                     ));
                 }
             }
         }
-        let index_of = |pending: &Pending, positions: Vec<usize>| -> Vec<u32> {
-            positions
-                .into_iter()
-                .map(|i| pending.record(i).source_index)
-                .collect()
-        };
-        let gone = if stream_gone {
-            let all = pending.drain();
-            index_of(&pending, all)
-        } else {
-            Vec::new()
-        };
-        let unsent = if misplaced.is_empty() {
-            Vec::new()
-        } else {
-            index_of(&pending, pending.unacknowledged())
-        };
         Ok(Written {
             refused,
             gone,
-            misplaced,
-            unsent,
+            misplaced: Vec::new(),
+            unsent: Vec::new(),
         })
     }
 }
@@ -692,151 +609,6 @@ mod tests {
             }
         }
         assert!(writer.stats.entries_retried.load(Ordering::Relaxed) > 0);
-    }
-
-    /// Answers after a random delay, failing entries at random (some as
-    /// throttling); records which keys are in flight at once.
-    struct Slow {
-        in_flight: Mutex<HashMap<String, u32>>,
-        most_in_flight: AtomicU64,
-        calls_in_flight: AtomicU64,
-        written: Mutex<Vec<(String, Vec<u8>)>>,
-        rng: Mutex<fastrand::Rng>,
-        /// The error code of the entries it fails (20% of them).
-        error: &'static str,
-    }
-
-    impl Transport for Slow {
-        async fn put_records(
-            &self,
-            _: &StreamRef,
-            entries: Vec<PutRecordsRequestEntry>,
-        ) -> PutOutcome {
-            let keys: Vec<String> = entries
-                .iter()
-                .map(|e| e.partition_key().unwrap_or_default().to_string())
-                .collect();
-            {
-                let mut in_flight = self.in_flight.lock().unwrap();
-                for k in &keys {
-                    let n = in_flight.entry(k.clone()).or_default();
-                    *n += 1;
-                    assert_eq!(*n, 1, "key {k} in flight twice");
-                }
-            }
-            let now = self.calls_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-            let delay = self.rng.lock().unwrap().u64(1..6);
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            self.calls_in_flight.fetch_sub(1, Ordering::SeqCst);
-            let mut in_flight = self.in_flight.lock().unwrap();
-            for k in &keys {
-                in_flight.remove(k);
-            }
-            let mut rng = self.rng.lock().unwrap();
-            let mut written = self.written.lock().unwrap();
-            PutOutcome::Answered(
-                entries
-                    .into_iter()
-                    .map(|e| {
-                        if rng.f64() < 0.2 {
-                            Err(format!("{}: injected", self.error))
-                        } else {
-                            let key = e.partition_key().unwrap_or_default().to_string();
-                            written.push((key, e.data().as_ref().to_vec()));
-                            Ok("shardId-000000000000".into())
-                        }
-                    })
-                    .collect(),
-            )
-        }
-    }
-
-    /// Delivers 20,000 records over 1,000 random keys through `Slow`
-    /// failing entries with `error`; checks exactly once and per-key order;
-    /// returns the most requests that were in flight at once.
-    async fn pipelined(error: &'static str) -> u64 {
-        let slow = Slow {
-            in_flight: Mutex::default(),
-            most_in_flight: AtomicU64::new(0),
-            calls_in_flight: AtomicU64::new(0),
-            written: Mutex::default(),
-            rng: Mutex::new(fastrand::Rng::with_seed(5)),
-            error,
-        };
-        let writer = OutputWriter::new("out".into(), StreamRef::parse("s"), slow, 1 << 20, 5 << 20)
-            .with_backoff(Backoff::new(
-                Duration::from_millis(1),
-                Duration::from_millis(3),
-            ))
-            .with_max_requests_in_flight(4);
-        let mut rng = fastrand::Rng::with_seed(9);
-        let records: Vec<OutRecord> = (0..20_000u32)
-            .map(|i| OutRecord {
-                data: i.to_be_bytes().to_vec(),
-                partition_key: format!("k{}", rng.u32(0..1000)),
-                explicit_hash_key: None,
-                source_index: i,
-            })
-            .collect();
-        writer.deliver(records).await.unwrap();
-        let written = writer.transport.written.lock().unwrap();
-        assert_eq!(written.len(), 20_000, "every record written exactly once");
-        let mut last: HashMap<&str, u32> = HashMap::new();
-        for (key, data) in written.iter() {
-            let i = u32::from_be_bytes(data[..4].try_into().unwrap());
-            if let Some(prev) = last.insert(key, i) {
-                assert!(prev < i, "key {key}: {i} written after {prev}");
-            }
-        }
-        writer.transport.most_in_flight.load(Ordering::SeqCst)
-    }
-
-    #[tokio::test]
-    async fn several_requests_in_flight_never_hold_a_key_twice_and_keep_its_order() {
-        let most = pipelined("InternalFailure").await;
-        assert!(most > 1, "requests were pipelined ({most} at most)");
-        assert!(most <= 4, "never over the window's maximum ({most})");
-    }
-
-    #[tokio::test]
-    async fn a_throttled_output_gets_one_request_at_a_time() {
-        // Every request has throttled entries: the window stays at one.
-        let most = pipelined("ProvisionedThroughputExceededException").await;
-        assert_eq!(most, 1);
-    }
-
-    #[tokio::test]
-    async fn requests_take_one_record_of_every_key_not_a_prefix() {
-        let flaky = Flaky {
-            entry_failure: 0.0,
-            call_failure: 0.0,
-            written: Mutex::new(Vec::new()),
-            rng: Mutex::new(fastrand::Rng::with_seed(3)),
-        };
-        let writer =
-            OutputWriter::new("out".into(), StreamRef::parse("s"), flaky, 1 << 20, 5 << 20);
-        // 37 random keys (not round-robin): a request ends at no repeated
-        // key, it takes the first pending record of each of the 37.
-        let mut rng = fastrand::Rng::with_seed(11);
-        let mut records: Vec<OutRecord> = Vec::new();
-        for k in 0..37u32 {
-            for _ in 0..100 {
-                records.push(OutRecord {
-                    data: k.to_be_bytes().to_vec(),
-                    partition_key: format!("k{k}"),
-                    explicit_hash_key: None,
-                    source_index: 0,
-                });
-            }
-        }
-        rng.shuffle(&mut records);
-        for (i, r) in records.iter_mut().enumerate() {
-            r.source_index = i as u32;
-        }
-        writer.deliver(records).await.unwrap();
-        assert_eq!(writer.stats.records_written.load(Ordering::Relaxed), 3700);
-        assert_eq!(writer.stats.requests.load(Ordering::Relaxed), 100);
     }
 
     #[tokio::test]
