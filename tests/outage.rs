@@ -262,3 +262,26 @@ async fn a_checkpoint_that_cannot_be_written_turns_readyz_to_503_and_is_counted(
     running.stop_cleanly();
     assert_exactly_once_in_key_order("out", &all, &got);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_start_up_waits_is_a_clean_stop() {
+    let (kinesis, _client) = kinesis_with_streams(&[("input", 1), ("out", 1)])
+        .await
+        .unwrap();
+    let output = format!("http://127.0.0.1:{}", free_port_pair());
+    let port = free_port_pair();
+    let dir = TestDir::new().unwrap();
+    let path = dir
+        .write_config(
+            "waiting.toml",
+            &config(&kinesis.endpoint, &output, port, ""),
+        )
+        .unwrap();
+    let running = Distributary::start(&path).unwrap();
+    wait_readyz(port, 503, "waiting for outputs.a", &running).await;
+    let log = running.log.clone();
+    let status = running.terminate(Duration::from_secs(15)).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{text}");
+    assert!(text.contains("stopped before start-up finished"), "{text}");
+}

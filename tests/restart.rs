@@ -69,8 +69,13 @@ async fn graceful_restart_loses_and_duplicates_nothing() {
     for round in 0..3 {
         let running = Distributary::start(&s.config).unwrap();
         wait_some(&s.client, "out-0", 300 * (round + 1)).await;
+        let log = running.log.clone();
         let status = running.terminate(Duration::from_secs(30)).unwrap();
-        assert!(status.success(), "round {round}: exit status {status}");
+        assert!(
+            status.success(),
+            "round {round}: exit status {status}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
     writer.await.unwrap();
     let running = Distributary::start(&s.config).unwrap();

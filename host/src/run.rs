@@ -155,7 +155,19 @@ fn never_write_to(config: &Config, p: &PipelineConfig) -> Vec<String> {
     source.into_iter().chain(dead_letter).collect()
 }
 
+/// Runs until shutdown (see the module doc). A shutdown that comes while
+/// start-up still waits for an endpoint is a clean stop: nothing was read.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
+    match run_started(config, shutdown).await {
+        Err(e) if crate::startup::is_interrupted(&e) => {
+            tracing::info!(reason = %format!("{e:#}"), "stopped before start-up finished");
+            Ok(Outcome::Stopped)
+        }
+        other => other,
+    }
+}
+
+async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
     let file = config.file.display().to_string();
     let readiness = Arc::new(Readiness::default());
     let metrics_slot: crate::server::MetricsSlot = Arc::default();

@@ -9,6 +9,17 @@ use crate::server::Readiness;
 use crate::shutdown::Shutdown;
 use std::future::Future;
 
+/// Shutdown was requested while start-up waited for an endpoint: not an
+/// error (nothing was read, nothing is lost); `run` stops cleanly.
+#[derive(Debug, thiserror::Error)]
+#[error("shut down during start-up, while waiting for {0} to answer")]
+pub struct Interrupted(pub String);
+
+/// Whether `error` (or what it wraps) is a start-up cut short by shutdown.
+pub fn is_interrupted(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<Interrupted>())
+}
+
 /// Why a start-up call failed.
 #[derive(Debug)]
 pub enum StartFailure {
@@ -62,7 +73,7 @@ where
                 Err(StartFailure::Fatal(e)) => return Err(e),
                 Err(StartFailure::Outage(error)) => error,
             },
-            _ = shutdown.requested() => anyhow::bail!("{what}: shut down while waiting for it to answer"),
+            _ = shutdown.requested() => return Err(Interrupted(what.to_string()).into()),
         };
         if backoff.attempts() == 0 {
             tracing::warn!(%what, %error, "not reachable at start-up; retrying until it answers");
@@ -72,7 +83,7 @@ where
         readiness.waiting_for(Some(format!("{what}: {error}")));
         tokio::select! {
             _ = backoff.wait() => {}
-            _ = shutdown.requested() => anyhow::bail!("{what}: shut down while waiting for it to answer"),
+            _ = shutdown.requested() => return Err(Interrupted(what.to_string()).into()),
         }
     }
 }
@@ -132,5 +143,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("shut down"), "{err}");
+        let wrapped = err.context("c.toml: outputs.a");
+        assert!(is_interrupted(&wrapped), "found under the context");
+        assert!(!is_interrupted(&anyhow::anyhow!("no such stream")));
     }
 }
