@@ -45,7 +45,7 @@ async fn subrecords(client: &aws_sdk_kinesis::Client) -> (Vec<ReadRec>, usize, u
         let (start, end) = ranges[&record.shard];
         for sub in parts {
             let hash = hash_of(&OutRecord {
-                data: Vec::new(),
+                data: Default::default(),
                 partition_key: sub.partition_key.clone(),
                 explicit_hash_key: sub.explicit_hash_key.clone(),
                 source_index: 0,

@@ -36,7 +36,7 @@ fn records(size: usize, field_last: bool) -> Vec<SourceRecord> {
                 format!("{{{user},{region},{payload}}}")
             };
             SourceRecord {
-                data: data.into_bytes(),
+                data: data.into_bytes().into(),
                 partition_key: format!("user-{}", i % 97),
                 explicit_hash_key: None,
                 sequence_number: format!("4960{i:052}"),

@@ -91,7 +91,7 @@ fn parse_line(bytes: &[u8], number: usize) -> Result<Option<SourceRecord>, Strin
         (Some(_), Some(_)) => return Err("give `data` or `data_base64`, not both".into()),
     };
     Ok(Some(SourceRecord {
-        data,
+        data: data.into(),
         partition_key: parsed
             .partition_key
             .unwrap_or_else(|| format!("record-{number}")),
@@ -211,11 +211,11 @@ mod tests {
         assert_eq!(read.lines, [1, 3, 4]);
         let records = read.records;
         assert_eq!(records.len(), 3);
-        assert_eq!(records[0].data, b"hello");
+        assert_eq!(records[0].data, &b"hello"[..]);
         assert_eq!(records[0].partition_key, "k");
-        assert_eq!(records[1].data, br#"{"a":1}"#);
+        assert_eq!(records[1].data, &br#"{"a":1}"#[..]);
         assert_eq!(records[1].partition_key, "record-3");
-        assert_eq!(records[2].data, [0u8, 1]);
+        assert_eq!(records[2].data, &[0u8, 1][..]);
     }
 
     #[test]
@@ -248,7 +248,7 @@ mod tests {
         );
         assert_eq!(read.records.len(), 17);
         assert_eq!(read.lines.len(), 17);
-        assert_eq!(read.records[3].data, b"r5");
+        assert_eq!(read.records[3].data, &b"r5"[..]);
         assert_eq!(read.lines[3], 5);
     }
 }

@@ -8,10 +8,13 @@
 //!   polling reader per shard, splitting KPL aggregates ([`kpl`]) into records.
 //! - [`pipeline`]: one routing job: a [`router`] (native replication or a
 //!   [`plugin`]) and the output writers it may use; processes one shard batch
-//!   at a time and reports when every output acknowledged it.
+//!   at a time and settles each record as every output acknowledges it, so
+//!   the lane checkpoints the settled prefix.
 //! - [`outputs`]: which streams each pipeline writes to now: named outputs
 //!   and the streams matching a `stream_pattern`, refreshed while running.
-//! - [`sink`]: PutRecords batching and retries of failed entries only, keeping order.
+//! - [`sink`]: one writer per output stream, shared by every lane: requests
+//!   packed across lanes by the ordering rule, a window of them in flight,
+//!   retries of failed entries only.
 //! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
 //! - [`run`]: wires it all together and handles shutdown; [`server`] answers
 //!   `/healthz`, `/readyz` and `/metrics` ([`metrics`]: per pipeline, plugin,
@@ -20,12 +23,14 @@
 //! Off the data path: [`dry_run`] (`distributary route`: a plugin over sample
 //! records, offline).
 //!
-//! Support: [`kinesis`] (clients, stream references, error classes),
+//! Support: [`buffer`] (the memory budget of records read and not yet
+//! settled), [`kinesis`] (clients, stream references, error classes),
 //! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes),
 //! [`shutdown`] (the shared stop signal, and the drain's deadline),
 //! [`startup`] (start-up calls that wait out an outage).
 
 pub mod backoff;
+pub mod buffer;
 pub mod checkpoint;
 pub mod config;
 pub mod dry_run;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub sources: Vec<(String, Arc<SourceStats>)>,
     /// The checkpoint store's flush health.
     pub checkpoints: Arc<crate::checkpoint::Checkpoints>,
+    /// The memory budget of records read and not yet settled.
+    pub budget: Arc<crate::buffer::Budget>,
 }
 
 impl fmt::Debug for Metrics {
@@ -285,6 +287,21 @@ impl Collector for Metrics {
             "Whole PutRecords requests that failed transiently and were sent again",
             per_output(&|w| load(&w.stats.requests_retried)),
         )?;
+        counters(
+            &mut encoder,
+            "distributary_output_reordered",
+            "Records that landed after a newer record of their partition key (ordering = \"none\" only; by the sequence numbers Kinesis assigned)",
+            per_output(&|w| load(&w.stats.reordered)),
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_output_window",
+            "PutRecords requests the output may have in flight now (grows on success, halves on throttling or failed requests, up to max_requests_in_flight)",
+            writers
+                .iter()
+                .map(|w| (vec![("output", w.name.clone())], w.window() as i64))
+                .collect(),
+        )?;
 
         let get_records = per_source_shard(&self.sources, |stats| stats.get_records());
         let behind = per_source_shard(&self.sources, |stats| stats.millis_behind());
@@ -324,6 +341,24 @@ impl Collector for Metrics {
             "distributary_checkpoint_failing",
             "1 while the last checkpoint write failed (then /readyz answers 503)",
             vec![(vec![], i64::from(health.failing().is_some()))],
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_buffer_bytes",
+            "Bytes of records read and not yet settled by every pipeline and output (the [buffer] max_bytes budget)",
+            vec![(vec![], self.budget.used() as i64)],
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_buffer_max_bytes",
+            "The memory budget: [buffer] max_bytes",
+            vec![(vec![], self.budget.max() as i64)],
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_buffer_waits",
+            "Reads that waited for room in the memory budget",
+            vec![(vec![], self.budget.waits())],
         )?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 /// A record read from a source shard.
 #[derive(Debug, Clone)]
 pub struct SourceRecord {
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     /// Empty when the source record has none: streams with service-managed
     /// record distribution deliver records without a partition key. Plugins
     /// see it empty; outputs get [`SourceRecord::output_key`].
@@ -18,6 +18,15 @@ pub struct SourceRecord {
 }
 
 impl SourceRecord {
+    /// Bytes it is counted for in the memory budget (`buffer.rs`).
+    pub fn footprint(&self) -> usize {
+        self.data.len()
+            + self.partition_key.len()
+            + self.explicit_hash_key.as_ref().map_or(0, String::len)
+            + self.sequence_number.len()
+            + crate::buffer::RECORD_OVERHEAD
+    }
+
     /// The partition key it is written with when routing keeps its key: its
     /// own, or, for a record that has none, its sequence number (unique, so
     /// such records spread evenly over the output's shards).
@@ -33,7 +42,7 @@ impl SourceRecord {
 /// A record bound for one output, in the order it must be written.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub partition_key: String,
     pub explicit_hash_key: Option<String>,
     /// Index of the source record in its batch (to name it in errors).
@@ -41,7 +50,8 @@ pub struct OutRecord {
 }
 
 impl OutRecord {
-    /// The key Kinesis places the record by; records with equal keys keep their order.
+    /// The key Kinesis places the record by: its explicit hash key, else its
+    /// partition key (an aggregating output orders its entries by it).
     pub fn ordering_key(&self) -> &str {
         self.explicit_hash_key
             .as_deref()
@@ -108,7 +118,7 @@ pub fn test_records(data: &[&[u8]]) -> Vec<SourceRecord> {
     data.iter()
         .enumerate()
         .map(|(i, d)| SourceRecord {
-            data: d.to_vec(),
+            data: d.to_vec().into(),
             partition_key: format!("k{i}"),
             explicit_hash_key: None,
             sequence_number: format!("{}", 1000 + i),
@@ -139,7 +149,7 @@ mod tests {
 
     fn record(sequence: &str, sub: Option<u64>) -> SourceRecord {
         SourceRecord {
-            data: Vec::new(),
+            data: bytes::Bytes::new(),
             partition_key: "k".into(),
             explicit_hash_key: None,
             sequence_number: sequence.into(),

@@ -245,6 +245,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
         shutdown: shutdown.clone(),
     };
 
+    let budget = crate::buffer::Budget::new(config.buffer.max_bytes);
     let mut sources = Vec::new();
     let mut source_stats = Vec::new();
     for (name, source) in &config.sources {
@@ -300,6 +301,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
             shutdown: shutdown.clone(),
             stats: stats.clone(),
             consumer_arn,
+            budget: budget.clone(),
         }));
         source_stats.push((name.clone(), stats));
     }
@@ -316,6 +318,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
             outputs: catalog.clone(),
             sources: source_stats,
             checkpoints: checkpoints.clone(),
+            budget: budget.clone(),
         }
         .into_registry(),
     );

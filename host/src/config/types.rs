@@ -20,11 +20,34 @@ pub struct Config {
     #[serde(default)]
     pub checkpoint: Checkpoint,
     #[serde(default)]
+    pub buffer: Buffer,
+    #[serde(default)]
     pub pipelines: Vec<Pipeline>,
     pub server: Option<Server>,
     /// The file this configuration was read from (set by `Config::load`).
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+/// `[buffer]`: the process-wide memory budget of records read and not yet
+/// acknowledged everywhere (`buffer.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buffer {
+    #[serde(default = "default_buffer_max_bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for Buffer {
+    fn default() -> Self {
+        Buffer {
+            max_bytes: default_buffer_max_bytes(),
+        }
+    }
+}
+
+fn default_buffer_max_bytes() -> usize {
+    256 << 20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -92,6 +115,14 @@ pub struct Output {
     /// Largest PutRecords request, counted as data plus partition keys (5 MiB).
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// PutRecords requests the output may have in flight at once, at most
+    /// (the window adapts below it to throttling).
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+    /// How the records of one key are ordered: `per_key` (in source order)
+    /// or `none` (full requests whatever the keys; reorders counted).
+    #[serde(default)]
+    pub ordering: crate::sink::Ordering,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -217,6 +248,9 @@ fn default_discover_interval_s() -> u64 {
 }
 fn default_aggregate_max_bytes() -> usize {
     51_200
+}
+fn default_max_requests_in_flight() -> usize {
+    crate::sink::writer::DEFAULT_MAX_REQUESTS_IN_FLIGHT
 }
 fn default_max_request_bytes() -> usize {
     5 * 1024 * 1024

@@ -20,6 +20,12 @@ pub(super) fn validate(config: &Config) -> Result<(), Problem> {
         check_output(name, output)?;
     }
     check_checkpoint(&config.checkpoint)?;
+    if config.buffer.max_bytes < 1 << 20 {
+        return Err((
+            "buffer.max_bytes".into(),
+            "must be at least 1048576 (1 MiB)".into(),
+        ));
+    }
     let mut names = HashSet::new();
     for (i, pipeline) in config.pipelines.iter().enumerate() {
         let key = format!("pipelines[{i}]");
@@ -135,6 +141,12 @@ fn check_output(name: &str, output: &Output) -> Result<(), Problem> {
         return Err((
             key("max_request_bytes"),
             "must be at least max_record_bytes".into(),
+        ));
+    }
+    if !(1..=64).contains(&output.max_requests_in_flight) {
+        return Err((
+            key("max_requests_in_flight"),
+            "must be between 1 and 64".into(),
         ));
     }
     Ok(())

@@ -138,7 +138,7 @@ pub fn pack(records: Vec<OutRecord>, shards: &[ShardRange], max_bytes: usize) ->
         open.members.push(record.source_index);
         open.records.push(SubRecord {
             sub_sequence_number: open.records.len() as u64,
-            data: record.data,
+            data: record.data.to_vec(),
             partition_key: record.partition_key,
             explicit_hash_key: record.explicit_hash_key,
         });
@@ -202,7 +202,7 @@ impl Packer {
         self.emit(
             index,
             OutRecord {
-                data: record.data,
+                data: record.data.into(),
                 partition_key: record.partition_key,
                 explicit_hash_key: record.explicit_hash_key,
                 source_index: index,
@@ -222,7 +222,7 @@ impl Packer {
         self.members.push(open.members);
         self.placements.push(Some(open.shard_id));
         self.out.push(OutRecord {
-            data: encode(&open.records),
+            data: encode(&open.records).into(),
             partition_key,
             explicit_hash_key: Some(open.explicit_hash_key),
             source_index: (self.members.len() - 1) as u32,
@@ -252,7 +252,7 @@ mod tests {
 
     fn record(i: u32, key: &str, bytes: usize) -> OutRecord {
         OutRecord {
-            data: vec![i as u8; bytes],
+            data: vec![i as u8; bytes].into(),
             partition_key: key.into(),
             explicit_hash_key: None,
             source_index: i,
@@ -307,7 +307,7 @@ mod tests {
                 let original = &records[i as usize];
                 assert_eq!(
                     (&sub.partition_key, &sub.data),
-                    (&original.partition_key, &original.data)
+                    (&original.partition_key, &original.data.to_vec())
                 );
                 let hash = hash_of(original);
                 assert!(

@@ -286,7 +286,9 @@ async fn open_writer(
         KinesisTransport(client.clone()),
         max_record_bytes,
         output.max_request_bytes.max(max_record_bytes),
-    );
+    )
+    .with_max_requests_in_flight(output.max_requests_in_flight)
+    .with_ordering(output.ordering);
     Ok(Some(if output.aggregate {
         writer.aggregating(
             client.clone(),

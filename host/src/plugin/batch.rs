@@ -134,7 +134,8 @@ pub fn unpack(
                 source.explicit_hash_key.clone(),
             ),
             Some(r) => (
-                r.data.unwrap_or_else(|| source.data.clone()),
+                r.data
+                    .map_or_else(|| source.data.clone(), bytes::Bytes::from),
                 r.partition_key.unwrap_or_else(|| source.output_key()),
                 match r.explicit_hash_key {
                     Some(h) if h.is_empty() => None,
@@ -166,7 +167,7 @@ mod tests {
     fn records(n: usize) -> Vec<SourceRecord> {
         (0..n)
             .map(|i| SourceRecord {
-                data: format!("d{i}").into_bytes(),
+                data: format!("d{i}").into_bytes().into(),
                 partition_key: format!("k{i}"),
                 explicit_hash_key: (i == 1).then(|| "42".to_string()),
                 sequence_number: format!("{}", 100 + i),
@@ -209,7 +210,7 @@ mod tests {
             out[1].iter().map(|r| r.source_index).collect::<Vec<_>>(),
             [0, 1]
         );
-        assert_eq!(out[1][0].data, b"new");
+        assert_eq!(out[1][0].data, &b"new"[..]);
         assert_eq!(out[1][0].partition_key, "k0");
         assert_eq!(out[1][1].explicit_hash_key.as_deref(), Some("42"));
     }

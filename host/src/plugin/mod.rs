@@ -10,6 +10,7 @@
 //!   artifacts keyed by content hash and engine settings;
 //! - `runtime`: one loaded version of a plugin: `route` on pooled instances
 //!   under a wall-clock and memory cap;
+//! - `pool`: the instance pool of a version: bounded, idle instances dropped;
 //! - `live`: the serving version of a pipeline's plugin, swapped at a batch
 //!   boundary on reload, and the backoff of a plugin that keeps failing;
 //! - `watch`: watches plugin files (notify) and reloads on change, debounced.
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod host;
 pub mod live;
 pub mod output;
+pub mod pool;
 pub mod runtime;
 pub mod watch;
 

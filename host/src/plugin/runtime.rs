@@ -12,10 +12,11 @@ use super::bindings::distributary::plugin::types::Batch;
 use super::bindings::{Router, RouterPre};
 use super::cache::{ArtifactCache, compile, digest};
 use super::host::HostState;
+use super::pool::{Pool, Taken};
 use crate::config::Limits;
 use crate::record::{OutRecord, SourceRecord};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
@@ -92,7 +93,7 @@ pub struct Plugin {
     digest: String,
     engine: Engine,
     pre: RouterPre<HostState>,
-    pool: Mutex<Vec<Instance>>,
+    pool: Pool<Instance>,
 }
 
 impl Plugin {
@@ -140,9 +141,9 @@ impl Plugin {
             digest,
             engine,
             pre,
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::for_this_machine(),
         };
-        let first = plugin.instantiate()?;
+        let first = plugin.take()?;
         plugin.give_back(first);
         Ok(plugin)
     }
@@ -159,9 +160,9 @@ impl Plugin {
             digest: self.digest.clone(),
             engine: self.engine.clone(),
             pre: self.pre.clone(),
-            pool: Mutex::new(Vec::new()),
+            pool: Pool::for_this_machine(),
         };
-        let first = plugin.instantiate()?;
+        let first = plugin.take()?;
         plugin.give_back(first);
         Ok(plugin)
     }
@@ -217,17 +218,14 @@ impl Plugin {
     }
 
     fn take(&self) -> Result<Instance, PluginError> {
-        let pooled = self.pool.lock().ok().and_then(|mut pool| pool.pop());
-        match pooled {
-            Some(instance) => Ok(instance),
-            None => self.instantiate(),
+        match self.pool.take() {
+            Taken::Pooled(instance) => Ok(instance),
+            Taken::Make => self.instantiate().inspect_err(|_| self.pool.discard()),
         }
     }
 
     fn give_back(&self, instance: Instance) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.push(instance);
-        }
+        self.pool.give_back(instance);
     }
 
     /// Routes one batch: per output of the pipeline (same order as its
@@ -260,6 +258,7 @@ impl Plugin {
             }
             // The Store trapped: drop it with the instance; a new one is made on next use.
             Err(e) => {
+                self.pool.discard();
                 let state = instance.store.data();
                 let said = state.last_error.clone().or_else(|| {
                     let output = state.output.take();
@@ -401,7 +400,7 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(routed.len(), 2);
         for list in &routed {
-            let data: Vec<&[u8]> = list.iter().map(|r| r.data.as_slice()).collect();
+            let data: Vec<&[u8]> = list.iter().map(|r| r.data.as_ref()).collect();
             assert_eq!(data, [b"a", b"b", b"c"]);
         }
     }

@@ -1,14 +1,32 @@
-//! Output side of the data path: validating routed records against an output's
-//! limits, cutting them into PutRecords requests, and writing them with
-//! retries of the failed entries only.
+//! Output side of the data path, one concern per file (the shape of Vector's
+//! `sinks/aws_kinesis`):
 //!
-//! Invariant (SPEC §6, order): records that share an ordering key (explicit
-//! hash key, else partition key) are written in the order given. A request
-//! never holds two records with the same ordering key, so a failed entry that
-//! is retried can never be overtaken by a later record of its key, whichever
-//! entries of a request Kinesis rejects.
+//! - `limits.rs`: what one record and one request may hold.
+//! - `request.rs`: the output's queue and the ordering rule that packs
+//!   requests from it (pure; property-tested).
+//! - `window.rs`: how many requests may be in flight (AIMD on throttling).
+//! - `policy.rs`: the retry policy: backoff of failed entries and requests.
+//! - `service.rs`: the PutRecords call, behind the `Transport` trait.
+//! - `aggregate.rs`: KPL re-packing for `aggregate = true` outputs.
+//! - `writer.rs`: `OutputWriter`, which drives them: one per output stream,
+//!   shared by every lane that writes to it.
+//!
+//! Invariant (`ordering = "per_key"`, the default): records that share an
+//! ordering key (partition key; for KPL aggregates, the shard they are
+//! packed for) and were handed to
+//! the writer in an order land in that order. A request never holds two
+//! records with the same ordering key, and a key is in at most one request in
+//! flight, so a failed entry that is retried can never be overtaken by a
+//! later record of its key, whichever entries Kinesis rejects.
 
+pub mod aggregate;
 pub mod limits;
+pub mod policy;
+pub mod request;
+pub mod service;
+pub mod window;
 pub mod writer;
 
-pub use writer::{DeliverError, Delivered, KinesisTransport, OutputWriter, Transport};
+pub use request::Ordering;
+pub use service::{KinesisTransport, Put, PutOutcome, Transport};
+pub use writer::{DeliverError, Delivered, OutputWriter};

@@ -28,13 +28,13 @@
 use super::efo::EfoReader;
 use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
 use super::reader::{ReadBatch, ShardReader, StartAt};
-use super::shards::{ShardInfo, list_shards};
 use super::start::{LaneStart, Parent, ShardPlan, SourceStart, Start, pipeline_start, plan};
 use super::stats::SourceStats;
 use crate::backoff::Backoff;
 use crate::checkpoint::Checkpoints;
 use crate::config::{Source, StartPosition, validate_timestamp};
 use crate::kinesis::StreamRef;
+use crate::kinesis::{ShardInfo, list_shards};
 use crate::pipeline::{Pipeline, ShardBatch};
 use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
@@ -56,11 +56,13 @@ pub struct SourceRunner {
     pub stats: Arc<SourceStats>,
     /// With `reader = "efo"`: the ARN of the registered stream consumer.
     pub consumer_arn: Option<String>,
+    /// The process-wide memory budget every read is charged to.
+    pub budget: Arc<crate::buffer::Budget>,
 }
 
 /// The shared reader of a shard: GetRecords, or an enhanced fan-out subscription.
 enum TipReader {
-    Polling(ShardReader),
+    Polling(Box<ShardReader>),
     Efo(Box<EfoReader>),
 }
 
@@ -299,7 +301,7 @@ impl SourceRunner {
         let stream = self.stream_key().to_string();
         let calls = self.stats.get_records_counter(&shard_id);
         let setup = {
-            let (client, stream, shard, limit, poll, calls, deaggregate) = (
+            let (client, stream, shard, limit, poll, calls, deaggregate, budget) = (
                 self.client.clone(),
                 self.stream.clone(),
                 shard_id.clone(),
@@ -307,6 +309,7 @@ impl SourceRunner {
                 Duration::from_millis(self.config.poll_interval_ms),
                 calls.clone(),
                 self.config.deaggregate,
+                self.budget.clone(),
             );
             Arc::new(ReadSetup {
                 make_reader: Box::new(move |at| {
@@ -320,6 +323,7 @@ impl SourceRunner {
                     )
                     .counting_calls(calls.clone())
                     .deaggregating(deaggregate)
+                    .budgeted(budget.clone())
                 }),
             })
         };
@@ -338,10 +342,11 @@ impl SourceRunner {
                         closed,
                         Box::new(move |at| (setup.make_reader)(at)),
                     )
-                    .counting(self.stats.efo_shard(&shard_id)),
+                    .counting(self.stats.efo_shard(&shard_id))
+                    .budgeted(self.budget.clone()),
                 ))
             }
-            None => TipReader::Polling((setup.make_reader)(start.clone())),
+            None => TipReader::Polling(Box::new((setup.make_reader)(start.clone()))),
         };
         let behind = {
             let (stats, shard) = (self.stats.clone(), shard_id.clone());
@@ -405,6 +410,7 @@ impl SourceRunner {
                             shard_id: shard_arc.clone(),
                             records: Arc::new(read.records),
                             millis_behind: read.millis_behind,
+                            charge: read.charge,
                         }),
                         end,
                     });

@@ -143,6 +143,9 @@ pub struct EfoReader {
     /// to try to take it again.
     fallback: Option<(ShardReader, Instant)>,
     stats: Arc<EfoShardStats>,
+    /// The memory budget events are charged to, when set (`budgeted`).
+    budget: Option<Arc<crate::buffer::Budget>>,
+    sizer: crate::buffer::ReadSizer,
 }
 
 /// Why a subscription could not be had.
@@ -177,7 +180,19 @@ impl EfoReader {
             conflict: None,
             fallback: None,
             stats: Arc::default(),
+            budget: None,
+            sizer: crate::buffer::ReadSizer::default(),
         }
+    }
+
+    /// Charges every event to `budget`: before taking the next event from
+    /// the subscription, it waits for room for one record (so a full budget
+    /// stops the pull, and HTTP/2 flow control holds the sender); the event
+    /// is then charged in full. (The GetRecords readers it makes for a
+    /// closed shard or a conflict must be budgeted by `make_polling`.)
+    pub fn budgeted(mut self, budget: Arc<crate::buffer::Budget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Counts subscription conflicts and the GetRecords fallback in `stats`.
@@ -226,6 +241,10 @@ impl EfoReader {
                 }
                 continue;
             };
+            let mut charge = match &self.budget {
+                Some(budget) => Some(budget.reserve(self.sizer.reservation(1).0, 0).await),
+                None => None,
+            };
             match events.recv().await {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => {
                     self.backoff.reset();
@@ -262,10 +281,19 @@ impl EfoReader {
                     for record in event.records {
                         push_source_records(&mut records, record, self.deaggregate);
                     }
+                    let footprint: usize = records
+                        .iter()
+                        .map(crate::record::SourceRecord::footprint)
+                        .sum();
+                    self.sizer.observe(records.len(), footprint);
+                    if let Some(charge) = charge.as_mut() {
+                        charge.resize(footprint);
+                    }
                     return ReadBatch {
                         records,
                         millis_behind: Some(event.millis_behind_latest),
                         end,
+                        charge,
                     };
                 }
                 Ok(Some(_)) => {}

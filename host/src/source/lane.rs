@@ -14,13 +14,16 @@
 //! before the lane's position are skipped, never processed twice.
 //!
 //! Invariants: a lane processes its shard's records in order, each once; its
-//! checkpoint moves only after `Pipeline::process` acknowledged a batch; a
-//! halted pipeline's lane ends and its checkpoint stays before the failed batch;
+//! checkpoint moves over a record only once `Pipeline::process` settled it
+//! and every record before it (the settled prefix of the batch, advanced
+//! while the rest of the batch is written); a halted pipeline's lane ends
+//! and its checkpoint stays before the first record not settled;
 //! a pipeline with no outputs at the moment holds the batch (and so its
 //! checkpoint) until discovery finds one.
 
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use crate::checkpoint::Checkpoints;
+use crate::pipeline::progress::BatchProgress;
 use crate::pipeline::{Pipeline, Processed, ShardBatch};
 use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
@@ -117,15 +120,29 @@ impl Lane {
             None => 0,
         };
         if start < batch.records.len() {
+            let progress = Arc::new(BatchProgress::new(batch.records.len() - start));
+            let mut settled = 0usize;
             let mut waiting = false;
+            let (pipeline, shutdown) = (self.pipeline.clone(), self.shutdown.clone());
             loop {
-                let processed = tokio::select! {
-                    processed = self.pipeline.process(batch, start) => processed,
-                    _ = self.shutdown.abandoned() => {
-                        // shutdown_timeout_s passed: stop writing; this batch
-                        // stays unacknowledged and is delivered after restart.
-                        tracing::warn!(pipeline = %self.pipeline.name, source = %self.source, shard = %self.shard_id, records = batch.records.len() - start, position = ?self.position, "shutdown timeout: abandoning the batch in flight; it is delivered again after restart");
-                        return Step::End(LaneEnd::Stopped);
+                let processed = {
+                    let process = pipeline.process(batch, start, &progress);
+                    tokio::pin!(process);
+                    loop {
+                        tokio::select! {
+                            processed = &mut process => break processed,
+                            _ = progress.changed() => {
+                                settled = self.advance(batch, start, &progress, settled);
+                            }
+                            _ = shutdown.abandoned() => {
+                                // shutdown_timeout_s passed: stop writing; what
+                                // is not settled stays unacknowledged and is
+                                // delivered after restart.
+                                self.advance(batch, start, &progress, settled);
+                                tracing::warn!(pipeline = %self.pipeline.name, source = %self.source, shard = %self.shard_id, records = batch.records.len() - start, position = ?self.position, "shutdown timeout: abandoning the batch in flight; it is delivered again after restart");
+                                return Step::End(LaneEnd::Stopped);
+                            }
+                        }
                     }
                 };
                 match processed {
@@ -141,16 +158,17 @@ impl Lane {
                         }
                     }
                     Err(halt) => {
-                        tracing::error!(source = %self.source, shard = %self.shard_id, error = %halt, "pipeline halted; its checkpoint stays before this batch");
+                        self.advance(batch, start, &progress, settled);
+                        tracing::error!(source = %self.source, shard = %self.shard_id, error = %halt, position = ?self.position, "pipeline halted; its checkpoint stays before the first record not delivered");
                         return Step::End(LaneEnd::Halted);
                     }
                 }
             }
-            if let Some(last) = batch.records.last() {
-                let done = ShardPosition::after(last);
-                self.checkpoints
-                    .advance(&self.pipeline.name, &self.stream, &self.shard_id, &done);
-                self.position = Some(done);
+            let settled = self.advance(batch, start, &progress, settled);
+            if settled < progress.len() {
+                // process() returns Delivered only when everything is settled.
+                tracing::error!(pipeline = %self.pipeline.name, shard = %self.shard_id, settled, of = progress.len(), "batch reported delivered with records not settled; not checkpointing past them");
+                return Step::End(LaneEnd::Halted);
             }
         }
         if end {
@@ -159,6 +177,27 @@ impl Lane {
             return Step::End(LaneEnd::Finished);
         }
         Step::Continue
+    }
+
+    /// Moves the checkpoint over the settled prefix of `batch[start..]`
+    /// (`settled`: its length known so far); returns the new length.
+    fn advance(
+        &mut self,
+        batch: &ShardBatch,
+        start: usize,
+        progress: &BatchProgress,
+        settled: usize,
+    ) -> usize {
+        let now = progress.prefix(settled);
+        if now > settled
+            && let Some(last) = batch.records.get(start + now - 1)
+        {
+            let done = ShardPosition::after(last);
+            self.checkpoints
+                .advance(&self.pipeline.name, &self.stream, &self.shard_id, &done);
+            self.position = Some(done);
+        }
+        now
     }
 
     /// Reads the shard from our position until caught up and rejoined (the
@@ -180,6 +219,7 @@ impl Lane {
                 shard_id: self.shard_id.clone(),
                 records: Arc::new(read.records),
                 millis_behind: read.millis_behind,
+                charge: read.charge,
             };
             if let Step::End(end) = self.take(&batch, read.end).await {
                 return Err(end);

@@ -1,5 +1,5 @@
-//! Reading a source stream: `shards` lists shards and their lineage,
-//! `start` decides where each pipeline starts on a shard (and whether the
+//! Reading a source stream (shards and their lineage come from
+//! `kinesis::list_shards`): `start` decides where each pipeline starts on a shard (and whether the
 //! shard is ready: parents before children) from the stored state,
 //! `reader` polls one shard with GetRecords, `efo` reads it through an
 //! enhanced fan-out subscription, `coordinator` runs the ready shards and
@@ -10,7 +10,6 @@ pub mod coordinator;
 pub mod efo;
 pub mod lane;
 pub mod reader;
-pub mod shards;
 pub mod start;
 pub mod stats;
 

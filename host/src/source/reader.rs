@@ -10,8 +10,14 @@
 //! retried with backoff, forever. The reader position (last record read) is
 //! not the checkpoint (last record acknowledged): a restart resumes from the
 //! checkpoint.
+//!
+//! Memory: with a budget (`budgeted`), each call first reserves room for its
+//! records (waiting while the budget is full) and asks for as many records
+//! (Limit) as that room holds, by the average size of the records read so
+//! far; the batch carries its charge, sized to what was read.
 
 use crate::backoff::Backoff;
+use crate::buffer::{Budget, Charge, ReadSizer};
 use crate::kinesis::{StreamRef, describe, is_transient};
 use crate::record::{ShardPosition, SourceRecord};
 use aws_sdk_kinesis::Client;
@@ -59,6 +65,8 @@ pub struct ReadBatch {
     pub millis_behind: Option<i64>,
     /// The shard is closed and this was its last batch.
     pub end: bool,
+    /// Its share of the memory budget, held until the batch is dropped.
+    pub charge: Option<Charge>,
 }
 
 pub struct ShardReader {
@@ -75,6 +83,9 @@ pub struct ShardReader {
     backoff: Backoff,
     /// Counts GetRecords calls, when set (`counting_calls`).
     calls: Option<Arc<AtomicU64>>,
+    /// The memory budget reads are charged to, when set (`budgeted`).
+    budget: Option<Arc<Budget>>,
+    sizer: ReadSizer,
 }
 
 impl ShardReader {
@@ -98,7 +109,15 @@ impl ShardReader {
             next_call: Instant::now(),
             backoff: Backoff::kinesis(),
             calls: None,
+            budget: None,
+            sizer: ReadSizer::default(),
         }
+    }
+
+    /// Charges every read to `budget` (see the module doc).
+    pub fn budgeted(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Splits KPL aggregated records into their sub-records.
@@ -134,6 +153,16 @@ impl ShardReader {
             let Some(iterator) = self.iterator.clone() else {
                 continue;
             };
+            let most = self.limit.max(1) as usize;
+            let (mut charge, limit) = match &self.budget {
+                Some(budget) => {
+                    let (least, want) = self.sizer.reservation(most);
+                    let charge = budget.reserve(least, want).await;
+                    let limit = self.sizer.limit(charge.bytes(), most);
+                    (Some(charge), limit as i32)
+                }
+                None => (None, self.limit),
+            };
             self.next_call = Instant::now() + MIN_CALL_GAP;
             if let Some(calls) = &self.calls {
                 calls.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +171,7 @@ impl ShardReader {
                 .client
                 .get_records()
                 .shard_iterator(iterator)
-                .limit(self.limit)
+                .limit(limit)
                 .set_stream_arn(self.stream.arn().map(str::to_string))
                 .send()
                 .await;
@@ -158,6 +187,11 @@ impl ShardReader {
                     for record in out.records {
                         push_source_records(&mut records, record, self.deaggregate);
                     }
+                    let footprint: usize = records.iter().map(SourceRecord::footprint).sum();
+                    self.sizer.observe(records.len(), footprint);
+                    if let Some(charge) = charge.as_mut() {
+                        charge.resize(footprint);
+                    }
                     self.iterator = out.next_shard_iterator.filter(|i| !i.is_empty());
                     let end = self.iterator.is_none();
                     let caught_up = records.is_empty() || out.millis_behind_latest == Some(0);
@@ -168,6 +202,7 @@ impl ShardReader {
                         records,
                         millis_behind: out.millis_behind_latest,
                         end,
+                        charge,
                     };
                 }
                 Err(err) => {
@@ -243,7 +278,7 @@ pub(super) fn push_source_records(
     let data = r.data.into_inner();
     if deaggregate && let Some(subs) = crate::kpl::deaggregate(&data) {
         records.extend(subs.into_iter().map(|sub| SourceRecord {
-            data: sub.data,
+            data: sub.data.into(),
             partition_key: sub.partition_key,
             explicit_hash_key: sub.explicit_hash_key,
             sequence_number: r.sequence_number.clone(),
@@ -254,7 +289,7 @@ pub(super) fn push_source_records(
     }
     records.push(SourceRecord {
         arrival_ms,
-        data,
+        data: data.into(),
         // Absent with service-managed record distribution: empty, and
         // written with `SourceRecord::output_key` (its sequence number).
         partition_key: r.partition_key.unwrap_or_default(),

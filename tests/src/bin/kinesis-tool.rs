@@ -6,6 +6,8 @@
 //!       KEYS partition keys: `N` (round-robin, default 16), `random:N`
 //!       (uniform at random, seeded), `zipf:N` (Zipf-skewed, s = 1)
 //!   kinesis-tool ENDPOINT count STREAM            (records in the stream)
+//!   kinesis-tool ENDPOINT check STREAM COUNT      (of the records `put` wrote:
+//!       how many are present, missing, duplicated, and out of key order)
 
 use anyhow::{Context, Result, bail};
 use distributary_e2e::{Rec, client_for, create_stream, numbered_records, put_all, read_all};
@@ -47,6 +49,13 @@ fn records(count: usize, keys: &str, bytes: usize) -> Result<Vec<Rec>> {
     Ok(records)
 }
 
+/// The `i` of a record `put` wrote (`{"key":K,"i":I}` plus padding).
+fn record_index(data: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(data).ok()?;
+    let value: serde_json::Value = serde_json::from_str(text.trim_end()).ok()?;
+    value.get("i")?.as_u64().map(|i| i as usize)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +81,42 @@ async fn main() -> Result<()> {
         }
         ("count", [stream]) => {
             println!("{}", read_all(&client, stream).await?.len());
+            Ok(())
+        }
+        ("check", [stream, count]) => {
+            let count: usize = count.parse().context("COUNT")?;
+            let got = read_all(&client, stream).await?;
+            let mut seen = vec![0usize; count];
+            // Per (shard, key): the newest record index seen, first copies only.
+            let mut newest: std::collections::HashMap<(String, String), usize> =
+                std::collections::HashMap::new();
+            let mut reordered = 0usize;
+            let mut foreign = 0usize;
+            for r in &got {
+                let Some(i) = record_index(&r.rec.data).filter(|&i| i < count) else {
+                    foreign += 1;
+                    continue;
+                };
+                seen[i] += 1;
+                if seen[i] > 1 {
+                    continue;
+                }
+                let last = newest
+                    .entry((r.shard.clone(), r.rec.key.clone()))
+                    .or_insert(i);
+                if *last > i {
+                    reordered += 1;
+                } else {
+                    *last = i;
+                }
+            }
+            let present = seen.iter().filter(|&&n| n > 0).count();
+            let duplicates: usize = seen.iter().map(|&n| n.saturating_sub(1)).sum();
+            println!(
+                "records {} present {present} missing {} duplicates {duplicates} reordered {reordered} foreign {foreign}",
+                got.len(),
+                count - present
+            );
             Ok(())
         }
         _ => bail!("unknown command {command:?} or wrong arguments"),

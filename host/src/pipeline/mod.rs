@@ -1,8 +1,10 @@
 //! One routing job (a `[[pipelines]]` entry): its router, the output writers
 //! it may use, and its failure policy. `process` takes one batch of one source
 //! shard and returns Ok only when every record routed from it is acknowledged
-//! by every output, or dead-lettered, or deliberately skipped: only then may
-//! the caller checkpoint the batch.
+//! by every output, or dead-lettered, or deliberately skipped. Along the way
+//! it settles each record in the batch's `BatchProgress` (`progress.rs`) as
+//! soon as that is true of it, so the caller can checkpoint the settled
+//! prefix before the whole batch is done.
 //!
 //! Failure policy (`on_error`): a plugin error or trap fails the whole batch;
 //! a routed record an output can never accept fails that record. `halt` stops
@@ -19,9 +21,12 @@ use crate::router::{Router, Snapshot};
 use crate::sink::OutputWriter;
 use arc_swap::ArcSwap;
 use base64::Engine as _;
+use progress::BatchProgress;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::task::JoinSet;
+
+pub mod progress;
 
 /// Why a pipeline stopped.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -87,6 +92,8 @@ pub struct ShardBatch {
     pub records: Arc<Vec<SourceRecord>>,
     /// How far behind the tip of the shard this batch was read (GetRecords' MillisBehindLatest).
     pub millis_behind: Option<i64>,
+    /// Its share of the memory budget: given back when the last lane drops it.
+    pub charge: Option<crate::buffer::Charge>,
 }
 
 impl Pipeline {
@@ -219,12 +226,21 @@ impl Pipeline {
         }
     }
 
-    /// Routes and delivers `batch.records[start..]`. On error the pipeline is
-    /// halted and nothing of this batch may be checkpointed. A pipeline with
-    /// no outputs at the moment (every stream of its patterns gone, or none
-    /// found yet) does nothing and says so: the caller keeps the batch.
-    pub async fn process(&self, batch: &ShardBatch, start: usize) -> Result<Processed, Halt> {
+    /// Routes and delivers `batch.records[start..]`, settling each record in
+    /// `progress` (indexes from `start`; each starts held once, released
+    /// here) when it is done. On error the pipeline is halted; records
+    /// settled before stay settled (they are delivered), the others are not.
+    /// A pipeline with no outputs at the moment (every stream of its patterns
+    /// gone, or none found yet) does nothing and says so: the caller keeps
+    /// the batch.
+    pub async fn process(
+        &self,
+        batch: &ShardBatch,
+        start: usize,
+        progress: &Arc<BatchProgress>,
+    ) -> Result<Processed, Halt> {
         let records = &batch.records[start..];
+        let release_all = || (0..records.len() as u32).for_each(|i| progress.settle(i));
         if records.is_empty() {
             return Ok(Processed::Delivered);
         }
@@ -262,6 +278,7 @@ impl Pipeline {
                 );
                 let failed: Vec<u32> = (0..records.len() as u32).collect();
                 self.on_failure(batch, start, &failed, reason).await?;
+                release_all();
                 return Ok(Processed::Delivered);
             }
         };
@@ -284,9 +301,15 @@ impl Pipeline {
                 );
                 self.on_failure(batch, start, &[index], reason).await?;
             }
+            for record in &list {
+                progress.owe(record.source_index);
+            }
             deliveries.push((writer.clone(), list));
         }
-        let refused = self.deliver_all(deliveries).await.map_err(|e| {
+        // Every record is now held by the outputs it goes to (or by nothing:
+        // dropped by the router, or its failure handled above).
+        release_all();
+        let refused = self.deliver_all(deliveries, progress).await.map_err(|e| {
             let record = &records[e.source_index as usize];
             self.halt(format!(
                 "shard {} sequence {}: {e}",
@@ -303,6 +326,7 @@ impl Pipeline {
             );
             self.on_failure(batch, start, &[e.source_index], reason)
                 .await?;
+            progress.settle(e.source_index);
         }
         Ok(Processed::Delivered)
     }
@@ -312,6 +336,7 @@ impl Pipeline {
     async fn deliver_all(
         &self,
         deliveries: Vec<(Arc<OutputWriter>, Vec<OutRecord>)>,
+        progress: &Arc<BatchProgress>,
     ) -> Result<Vec<crate::sink::DeliverError>, crate::sink::DeliverError> {
         let mut set = JoinSet::new();
         for (writer, list) in deliveries {
@@ -321,8 +346,9 @@ impl Pipeline {
             self.stats
                 .deliveries
                 .fetch_add(list.len() as u64, Ordering::Relaxed);
+            let progress = progress.clone();
             set.spawn(async move {
-                let delivered = writer.deliver_checked(list).await;
+                let delivered = writer.deliver_checked(list, Some(&progress)).await;
                 (writer, delivered)
             });
         }
@@ -419,7 +445,7 @@ impl Pipeline {
             "error": error,
         });
         OutRecord {
-            data: envelope.to_string().into_bytes(),
+            data: envelope.to_string().into_bytes().into(),
             partition_key: record.output_key(),
             explicit_hash_key: None,
             source_index: index,

@@ -1,0 +1,175 @@
+//! The retry policy of one output: how long failed entries wait before they
+//! are sent again, when to say so loudly, and how answers move the window of
+//! requests in flight (`window.rs`). Shared by every lane writing to the
+//! output, so the backoff reflects the output's state, not one batch's.
+//!
+//! - A request whose entries all succeeded resets the backoff and grows the
+//!   window.
+//! - A request with failed entries keeps them out of the next requests for a
+//!   jittered backoff (reset first when some entries were written: progress
+//!   keeps the wait short; only requests that write nothing escalate it
+//!   towards the cap); a throttled entry halves the window.
+//! - A request that failed as a whole (5xx, timeout, connection loss) waits
+//!   the next backoff holding its place in the window, and halves the window.
+
+use super::window::Window;
+use crate::backoff::Backoff;
+use std::time::Duration;
+
+/// Whether a failure text (an entry's error code, or a whole request's
+/// error) is throttling.
+pub fn is_throttling(error: &str) -> bool {
+    error.contains("ProvisionedThroughputExceeded")
+        || error.contains("LimitExceeded")
+        || error.contains("Throttl")
+        || error.contains("SlowDown")
+}
+
+/// How long to wait before sending failed entries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub delay: Duration,
+    /// Consecutive failing rounds so far.
+    pub rounds: u32,
+    /// Worth a warning (every 10th failing round, or a request failed 3+ times).
+    pub loud: bool,
+}
+
+#[derive(Debug)]
+pub struct RetryPolicy {
+    backoff: Backoff,
+    /// Consecutive answered requests with failed entries.
+    failing_rounds: u32,
+}
+
+impl RetryPolicy {
+    pub fn new(backoff: Backoff) -> Self {
+        RetryPolicy {
+            backoff,
+            failing_rounds: 0,
+        }
+    }
+
+    /// An answered request wrote `written` entries and failed `failed`
+    /// (`throttled`: some by throttling). Returns the wait of the failed ones.
+    pub fn answered(
+        &mut self,
+        window: &Window,
+        written: usize,
+        failed: usize,
+        throttled: bool,
+    ) -> Option<Wait> {
+        if throttled {
+            window.throttled();
+        }
+        if failed == 0 {
+            window.succeeded();
+            self.backoff.reset();
+            self.failing_rounds = 0;
+            return None;
+        }
+        if written > 0 {
+            self.backoff.reset();
+        }
+        self.failing_rounds += 1;
+        Some(Wait {
+            delay: self.backoff.next_delay(),
+            rounds: self.failing_rounds,
+            loud: self.failing_rounds.is_multiple_of(10),
+        })
+    }
+
+    /// A request failed as a whole and is sent again after the wait.
+    pub fn call_failed(&mut self, window: &Window) -> Wait {
+        window.throttled();
+        let wait = Wait {
+            delay: self.backoff.next_delay(),
+            rounds: self.backoff.attempts(),
+            loud: false,
+        };
+        Wait {
+            loud: wait.rounds >= 3,
+            ..wait
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(800),
+        ))
+    }
+
+    #[test]
+    fn progress_keeps_the_wait_short_and_no_progress_escalates() {
+        let window = Window::new(8);
+        let mut p = policy();
+        for _ in 0..5 {
+            let wait = p.answered(&window, 10, 1, false).unwrap();
+            assert!(wait.delay <= Duration::from_millis(100), "{wait:?}");
+        }
+        // Nothing written: the ceiling doubles up to the cap.
+        let mut ceilings_reached = false;
+        for _ in 0..30 {
+            let wait = p.answered(&window, 0, 5, false).unwrap();
+            assert!(wait.delay <= Duration::from_millis(800));
+            ceilings_reached |= wait.delay > Duration::from_millis(100);
+        }
+        assert!(
+            ceilings_reached,
+            "waits grow past the base without progress"
+        );
+        assert_eq!(p.answered(&window, 5, 0, false), None);
+        assert!(p.answered(&window, 0, 1, false).unwrap().delay <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn every_tenth_failing_round_is_loud() {
+        let window = Window::new(8);
+        let mut p = policy();
+        let loud: Vec<bool> = (0..20)
+            .map(|_| p.answered(&window, 1, 1, false).unwrap().loud)
+            .collect();
+        assert_eq!(loud.iter().filter(|l| **l).count(), 2);
+        assert!(loud[9] && loud[19]);
+    }
+
+    #[test]
+    fn the_window_grows_on_success_and_halves_on_throttling_or_failed_calls() {
+        let window = Window::new(8);
+        let mut p = policy();
+        for _ in 0..10 {
+            p.answered(&window, 500, 0, false);
+        }
+        assert_eq!(window.size(), 8);
+        p.answered(&window, 400, 100, true);
+        assert_eq!(window.size(), 4, "throttled entries halve it");
+        p.answered(&window, 400, 100, false);
+        assert_eq!(window.size(), 4, "other entry failures leave it");
+        p.call_failed(&window);
+        assert_eq!(window.size(), 2);
+        p.call_failed(&window);
+        assert_eq!(window.size(), 1, "never below one");
+        let mut p = policy();
+        let loud: Vec<bool> = (0..3).map(|_| p.call_failed(&window).loud).collect();
+        assert_eq!(
+            loud,
+            [false, false, true],
+            "loud from the third failed call in a row"
+        );
+    }
+
+    #[test]
+    fn throttling_is_recognised() {
+        assert!(is_throttling(
+            "ProvisionedThroughputExceededException: Rate exceeded for shard"
+        ));
+        assert!(is_throttling("LimitExceededException: too many"));
+        assert!(!is_throttling("InternalFailure: oops"));
+    }
+}

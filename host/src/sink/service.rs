@@ -1,0 +1,104 @@
+//! The Kinesis PutRecords call, and what became of it, behind the
+//! [`Transport`] trait so that the writer's retry and ordering logic is
+//! unit-tested with injected failures. The SDK's errors are sorted here into
+//! the few outcomes the writer acts on.
+
+use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
+use crate::record::OutRecord;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use std::future::Future;
+
+/// Where one entry was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub shard: String,
+    pub sequence: String,
+}
+
+/// What became of one PutRecords call.
+#[derive(Debug)]
+pub enum PutOutcome {
+    /// The call was answered: per entry, where it was written, or the error
+    /// code and message.
+    Answered(Vec<Result<Put, String>>),
+    /// The whole call failed in a way worth retrying.
+    Transient(String),
+    /// The whole call was rejected as invalid input (InvalidArgumentException,
+    /// ValidationException): one of its records can never be written.
+    Invalid(String),
+    /// The stream does not exist (ResourceNotFoundException): deleted, or not
+    /// created yet.
+    Gone(String),
+    /// The whole call was rejected for a reason that is not about its records
+    /// (access denied, KMS, ...) and will be again.
+    Rejected(String),
+}
+
+/// The PutRecords call.
+pub trait Transport: Send + Sync + 'static {
+    fn put_records(
+        &self,
+        stream: &StreamRef,
+        entries: Vec<PutRecordsRequestEntry>,
+    ) -> impl Future<Output = PutOutcome> + Send;
+}
+
+/// PutRecords against a real (or local) Kinesis, through the SDK.
+pub struct KinesisTransport(pub Client);
+
+impl Transport for KinesisTransport {
+    async fn put_records(
+        &self,
+        stream: &StreamRef,
+        entries: Vec<PutRecordsRequestEntry>,
+    ) -> PutOutcome {
+        let n = entries.len();
+        let call = self
+            .0
+            .put_records()
+            .set_stream_name(stream.name().map(str::to_string))
+            .set_stream_arn(stream.arn().map(str::to_string))
+            .set_records(Some(entries));
+        match call.send().await {
+            Ok(out) => {
+                let results: Vec<Result<Put, String>> = out
+                    .records
+                    .into_iter()
+                    .map(|r| match r.error_code {
+                        Some(code) => Err(format!(
+                            "{code}: {}",
+                            r.error_message.as_deref().unwrap_or("")
+                        )),
+                        None => Ok(Put {
+                            shard: r.shard_id.unwrap_or_default(),
+                            sequence: r.sequence_number.unwrap_or_default(),
+                        }),
+                    })
+                    .collect();
+                if results.len() != n {
+                    return PutOutcome::Transient(format!(
+                        "PutRecords answered {} results for {n} entries",
+                        results.len()
+                    ));
+                }
+                PutOutcome::Answered(results)
+            }
+            Err(err) if is_not_found(&err) => PutOutcome::Gone(describe(&err)),
+            Err(err) if is_transient(&err) => PutOutcome::Transient(describe(&err)),
+            Err(err) if is_invalid_input(&err) => PutOutcome::Invalid(describe(&err)),
+            Err(err) => PutOutcome::Rejected(describe(&err)),
+        }
+    }
+}
+
+/// The PutRecords entry of `record`.
+pub fn to_entry(record: &OutRecord) -> Result<PutRecordsRequestEntry, String> {
+    PutRecordsRequestEntry::builder()
+        .data(Blob::new(record.data.clone()))
+        .partition_key(record.partition_key.clone())
+        .set_explicit_hash_key(record.explicit_hash_key.clone())
+        .build()
+        .map_err(|e| format!("cannot build the PutRecords entry: {e}"))
+}

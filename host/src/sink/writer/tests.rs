@@ -1,0 +1,301 @@
+//! The writer against fake transports: injected entry and request failures,
+//! several deliveries sharing the queue, the window, both ordering rules.
+
+use super::*;
+use crate::sink::service::Put;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+/// Fails each entry with the given probability and whole calls now and
+/// then; keeps what it "wrote", the request sizes and the most requests in
+/// flight at once. Answers after `delay`.
+struct Flaky {
+    entry_failure: f64,
+    /// What a failed entry says.
+    entry_error: &'static str,
+    call_failure: f64,
+    delay: Duration,
+    written: Mutex<Vec<(String, Vec<u8>)>>,
+    sizes: Mutex<Vec<usize>>,
+    flying: AtomicUsize,
+    most_flying: AtomicUsize,
+    rng: Mutex<fastrand::Rng>,
+}
+
+fn flaky(entry_failure: f64, call_failure: f64, delay: Duration, seed: u64) -> Flaky {
+    Flaky {
+        entry_failure,
+        entry_error: "ProvisionedThroughputExceededException: slow down",
+        call_failure,
+        delay,
+        written: Mutex::new(Vec::new()),
+        sizes: Mutex::new(Vec::new()),
+        flying: AtomicUsize::new(0),
+        most_flying: AtomicUsize::new(0),
+        rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+    }
+}
+
+impl Transport for Flaky {
+    async fn put_records(&self, _: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+        assert!(entries.len() <= MAX_ENTRIES_PER_REQUEST);
+        let now = self.flying.fetch_add(1, Atomic::SeqCst) + 1;
+        self.most_flying.fetch_max(now, Atomic::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.flying.fetch_sub(1, Atomic::SeqCst);
+        self.sizes.lock().unwrap().push(entries.len());
+        let mut rng = self.rng.lock().unwrap();
+        if rng.f64() < self.call_failure {
+            return PutOutcome::Transient("503".into());
+        }
+        let mut written = self.written.lock().unwrap();
+        PutOutcome::Answered(
+            entries
+                .into_iter()
+                .map(|e| {
+                    if rng.f64() < self.entry_failure {
+                        Err(self.entry_error.to_string())
+                    } else {
+                        let key = e.partition_key().unwrap_or_default().to_string();
+                        written.push((key, e.data().as_ref().to_vec()));
+                        Ok(Put {
+                            shard: "shardId-000000000000".into(),
+                            sequence: format!("{:020}", written.len()),
+                        })
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+fn fast() -> Backoff {
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(10))
+}
+
+fn records(n: u32, keys: u32, lane: u32) -> Vec<OutRecord> {
+    (0..n)
+        .map(|i| OutRecord {
+            data: [lane.to_be_bytes(), i.to_be_bytes()].concat().into(),
+            partition_key: format!("lane{lane}-k{}", i % keys),
+            explicit_hash_key: None,
+            source_index: i,
+        })
+        .collect()
+}
+
+/// (lane, index) of each record written, per key, must be increasing.
+fn assert_per_key_order(written: &[(String, Vec<u8>)]) -> usize {
+    let mut last: HashMap<&str, u32> = HashMap::new();
+    let mut reordered = 0;
+    for (key, data) in written {
+        let i = u32::from_be_bytes(data[4..8].try_into().unwrap());
+        match last.get(key.as_str()) {
+            Some(&prev) if prev > i => reordered += 1,
+            _ => {
+                last.insert(key, i);
+            }
+        }
+    }
+    reordered
+}
+
+fn writer(transport: Flaky) -> OutputWriter<Flaky> {
+    OutputWriter::new(
+        "out".into(),
+        StreamRef::parse("s"),
+        transport,
+        1 << 20,
+        5 << 20,
+    )
+    .with_backoff(fast())
+}
+
+#[tokio::test]
+async fn partial_failures_lose_nothing_and_keep_per_key_order() {
+    let writer = writer(flaky(0.3, 0.1, Duration::ZERO, 7));
+    writer.deliver(records(3000, 37, 0)).await.unwrap();
+    let written = writer.transport().written.lock().unwrap();
+    assert_eq!(written.len(), 3000, "every record written exactly once");
+    assert_eq!(assert_per_key_order(&written), 0);
+    assert!(writer.stats.entries_retried.load(Atomic::Relaxed) > 0);
+    assert_eq!(writer.stats.reordered.load(Atomic::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn deliveries_of_several_lanes_share_full_requests_and_the_window() {
+    // Failures that are not throttling: the window grows.
+    let transport = Flaky {
+        entry_error: "InternalFailure: try again",
+        ..flaky(0.2, 0.0, Duration::from_millis(5), 3)
+    };
+    let writer = Arc::new(writer(transport).with_max_requests_in_flight(4));
+    // Four lanes of 37 keys each: a request holds up to 4 × 37 records.
+    let lanes: Vec<_> = (0..4u32)
+        .map(|lane| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.deliver(records(2000, 37, lane)).await })
+        })
+        .collect();
+    for lane in lanes {
+        lane.await.unwrap().unwrap();
+    }
+    let t = writer.transport();
+    let written = t.written.lock().unwrap();
+    assert_eq!(written.len(), 8000);
+    assert_eq!(assert_per_key_order(&written), 0, "per key order");
+    let sizes = t.sizes.lock().unwrap();
+    assert!(
+        sizes.iter().any(|&n| n > 37),
+        "requests pack records of several lanes: {sizes:?}"
+    );
+    let most = t.most_flying.load(Atomic::SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "window used, within its max: {most}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_keeps_the_window_at_one_request() {
+    let writer =
+        writer(flaky(0.5, 0.0, Duration::from_millis(2), 9)).with_max_requests_in_flight(8);
+    writer.deliver(records(2000, 1000, 0)).await.unwrap();
+    // Every full request has throttled entries; only the last small ones
+    // (all written) may grow the window.
+    let most = writer.transport().most_flying.load(Atomic::SeqCst);
+    assert!(most <= 2, "{most} requests in flight on a throttled output");
+}
+
+#[tokio::test]
+async fn settled_records_are_reported_as_they_are_acknowledged() {
+    let writer = writer(flaky(0.3, 0.0, Duration::ZERO, 11));
+    let progress = Arc::new(BatchProgress::new(500));
+    let list = records(500, 1, 0);
+    for r in &list {
+        progress.owe(r.source_index);
+        progress.settle(r.source_index); // the pipeline's hold
+    }
+    writer.deliver_checked(list, Some(&progress)).await.unwrap();
+    assert_eq!(progress.prefix(0), 500, "every record settled");
+}
+
+#[tokio::test]
+async fn without_ordering_requests_are_full_and_reorders_are_counted() {
+    let writer = writer(flaky(0.3, 0.0, Duration::from_millis(2), 5))
+        .with_ordering(Ordering::None)
+        .with_max_requests_in_flight(4);
+    writer.deliver(records(5000, 1, 0)).await.unwrap();
+    let t = writer.transport();
+    let written = t.written.lock().unwrap();
+    assert_eq!(written.len(), 5000, "nothing lost");
+    let sizes = t.sizes.lock().unwrap();
+    assert_eq!(sizes[0], 500, "one key, yet a full request");
+    let actual = assert_per_key_order(&written);
+    let counted = writer.stats.reordered.load(Atomic::Relaxed) as usize;
+    assert!(actual > 0, "30% failures reorder a hot key");
+    assert_eq!(
+        counted, actual,
+        "every record behind a newer one is counted, no other"
+    );
+}
+
+#[tokio::test]
+async fn an_oversize_record_is_refused_before_anything_is_written() {
+    let w = OutputWriter::new(
+        "out".into(),
+        StreamRef::parse("s"),
+        flaky(0.0, 0.0, Duration::ZERO, 1),
+        1024,
+        5 << 20,
+    );
+    let mut list = records(2, 2, 0);
+    list[1].data = vec![1; 2000].into();
+    let err = w.deliver(list).await.unwrap_err();
+    assert_eq!(err.source_index, 1);
+    assert!(err.to_string().contains("exceeds"), "{err}");
+    assert!(w.transport().written.lock().unwrap().is_empty());
+}
+
+/// Answers every call with a fixed outcome; counts calls.
+struct Fixed {
+    outcome: fn() -> PutOutcome,
+    calls: AtomicU64,
+}
+
+impl Transport for Fixed {
+    async fn put_records(&self, _: &StreamRef, _: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+        self.calls.fetch_add(1, Atomic::Relaxed);
+        (self.outcome)()
+    }
+}
+
+fn fixed(outcome: fn() -> PutOutcome) -> OutputWriter<Fixed> {
+    let transport = Fixed {
+        outcome,
+        calls: AtomicU64::new(0),
+    };
+    OutputWriter::new("w".into(), StreamRef::parse("s"), transport, 1024, 5 << 20).with_backoff(
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+    )
+}
+
+#[tokio::test]
+async fn a_deleted_discovered_stream_drops_its_records_and_a_configured_one_retries() {
+    let gone = || PutOutcome::Gone("ResourceNotFoundException: no such stream".into());
+    let writer = fixed(gone).discovered();
+    let mut delivered = writer
+        .deliver_checked(records(3, 3, 0), None)
+        .await
+        .unwrap();
+    delivered.gone.sort_unstable();
+    assert_eq!(delivered.gone, [0, 1, 2], "dropped as deleted");
+    assert!(delivered.refused.is_empty(), "not refused: no on_error");
+    assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 1);
+
+    let writer = fixed(gone);
+    let still_trying = tokio::time::timeout(
+        Duration::from_millis(200),
+        writer.deliver_checked(records(3, 3, 0), None),
+    )
+    .await;
+    assert!(
+        still_trying.is_err(),
+        "a configured stream is retried until it exists"
+    );
+    assert!(writer.transport().calls.load(Atomic::Relaxed) > 3);
+}
+
+#[tokio::test]
+async fn an_invalid_request_is_split_to_find_the_record_kinesis_refuses() {
+    // Every request is refused: each record ends up alone, and refused.
+    let writer = fixed(|| PutOutcome::Invalid("ValidationException: bad".into()));
+    let delivered = writer
+        .deliver_checked(records(4, 4, 0), None)
+        .await
+        .unwrap();
+    let mut refused: Vec<u32> = delivered.refused.iter().map(|e| e.source_index).collect();
+    refused.sort_unstable();
+    assert_eq!(refused, [0, 1, 2, 3]);
+    assert_eq!(
+        writer.transport().calls.load(Atomic::Relaxed),
+        5,
+        "one for all, then one each"
+    );
+}
+
+#[tokio::test]
+async fn a_request_rejected_as_a_whole_fails_the_delivery() {
+    let writer = fixed(|| PutOutcome::Rejected("AccessDeniedException: no".into()));
+    let err = writer
+        .deliver_checked(records(600, 600, 0), None)
+        .await
+        .unwrap_err();
+    assert!(err.reason.contains("AccessDenied"), "{err}");
+    assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 1);
+    // The queue is empty again: a later delivery is sent.
+    let _ = writer.deliver_checked(records(1, 1, 0), None).await;
+    assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 2);
+}
