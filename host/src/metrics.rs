@@ -266,7 +266,7 @@ impl Collector for Metrics {
         counters(
             &mut encoder,
             "distributary_output_records_written",
-            "Records acknowledged by the output stream",
+            "Records acknowledged by the output stream (an aggregate counts the records it carries)",
             per_output(&|w| load(&w.stats.records_written)),
         )?;
         counters(

@@ -3,12 +3,12 @@
 //! requests in flight (`window.rs`). Shared by every lane writing to the
 //! output, so the backoff reflects the output's state, not one batch's.
 //!
-//! - A request whose entries all succeeded resets the backoff and grows the
-//!   window.
+//! - An answered request with no throttled entry grows the window; one
+//!   whose entries all succeeded also resets the backoff.
 //! - A request with failed entries keeps them out of the next requests for a
 //!   jittered backoff (reset first when some entries were written: progress
 //!   keeps the wait short; only requests that write nothing escalate it
-//!   towards the cap); a throttled entry halves the window.
+//!   towards the cap); a throttled entry halves the window instead.
 //! - A request that failed as a whole (5xx, timeout, connection loss) waits
 //!   the next backoff holding its place in the window, and halves the window.
 
@@ -61,9 +61,10 @@ impl RetryPolicy {
     ) -> Option<Wait> {
         if throttled {
             window.throttled();
+        } else {
+            window.succeeded();
         }
         if failed == 0 {
-            window.succeeded();
             self.backoff.reset();
             self.failing_rounds = 0;
             return None;
@@ -150,7 +151,7 @@ mod tests {
         p.answered(&window, 400, 100, true);
         assert_eq!(window.size(), 4, "throttled entries halve it");
         p.answered(&window, 400, 100, false);
-        assert_eq!(window.size(), 4, "other entry failures leave it");
+        assert_eq!(window.size(), 5, "other entry failures (InternalFailure) are not congestion");
         p.call_failed(&window);
         assert_eq!(window.size(), 2);
         p.call_failed(&window);

@@ -73,6 +73,8 @@ pub struct Queue<R> {
     keys: HashMap<u64, KeyState>,
     /// Positions that may be taken now (per key: its head; none: all not in flight).
     ready: BTreeSet<u64>,
+    /// Bytes of the records in `ready`.
+    ready_bytes: usize,
     len: usize,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -85,6 +87,7 @@ impl<R> Queue<R> {
             slots: VecDeque::new(),
             keys: HashMap::new(),
             ready: BTreeSet::new(),
+            ready_bytes: 0,
             len: 0,
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -116,11 +119,22 @@ impl<R> Queue<R> {
         }));
         self.len += 1;
         let state = self.keys.entry(key).or_default();
-        if self.ordering == Ordering::None || state.open.is_empty() {
-            self.ready.insert(position);
-        }
+        let ready = self.ordering == Ordering::None || state.open.is_empty();
         state.open.push_back(position);
+        if ready {
+            self.make_ready(position);
+        }
         position
+    }
+
+    /// Whether the records ready now fill a request (`max_entries` of them,
+    /// or `max_bytes`): the writer sends a request that is not full only
+    /// when none is in flight, so that records coming back from requests in
+    /// flight at different moments are packed together, not each in a
+    /// request of their own.
+    pub fn fills_a_request(&self, max_entries: usize, max_bytes: usize) -> bool {
+        self.ready.len() >= max_entries.clamp(1, MAX_ENTRIES_PER_REQUEST)
+            || self.ready_bytes >= max_bytes
     }
 
     /// The record at `position`, if not yet acknowledged.
@@ -157,7 +171,7 @@ impl<R> Queue<R> {
             taken.push(position);
         }
         for &position in &taken {
-            self.ready.remove(&position);
+            self.unready(position);
             if let Some(slot) = self.slot_mut(position) {
                 slot.in_flight = true;
             }
@@ -208,7 +222,7 @@ impl<R> Queue<R> {
             && slot.in_flight
         {
             slot.in_flight = false;
-            self.ready.insert(position);
+            self.make_ready(position);
         }
     }
 
@@ -255,12 +269,32 @@ impl<R> Queue<R> {
         self.slots.get_mut(index as usize)?.as_mut()
     }
 
+    fn make_ready(&mut self, position: u64) {
+        let Some(bytes) = self.slot(position).map(|s| s.bytes) else {
+            return;
+        };
+        if self.ready.insert(position) {
+            self.ready_bytes += bytes;
+        }
+    }
+
+    fn unready(&mut self, position: u64) {
+        let Some(bytes) = self.slot(position).map(|s| s.bytes) else {
+            return;
+        };
+        if self.ready.remove(&position) {
+            self.ready_bytes -= bytes;
+        }
+    }
+
     /// Empties the slot at `position` and compacts the front.
     fn take(&mut self, position: u64) -> Option<Slot<R>> {
         let index = position.checked_sub(self.base)? as usize;
         let slot = self.slots.get_mut(index)?.take()?;
         self.len -= 1;
-        self.ready.remove(&position);
+        if self.ready.remove(&position) {
+            self.ready_bytes -= slot.bytes;
+        }
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
             self.base += 1;
@@ -297,7 +331,7 @@ impl<R> Queue<R> {
             }
             Some(head) if self.ordering == Ordering::PerKey => {
                 if self.slot(head).is_some_and(|s| !s.in_flight) {
-                    self.ready.insert(head);
+                    self.make_ready(head);
                 }
             }
             Some(_) => {}
@@ -362,6 +396,28 @@ mod tests {
         );
         let mut q = queue(Ordering::PerKey, &["a", "b"], 1);
         assert_eq!(q.next_request(1, 500), [0]);
+    }
+
+    #[test]
+    fn a_request_is_full_by_entries_or_bytes() {
+        let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut q = queue(Ordering::PerKey, &keys[..499], 10);
+        assert!(!q.fills_a_request(500, 5 << 20));
+        let key = q.key_hash("one more");
+        q.push(key, 10, 499);
+        assert!(q.fills_a_request(500, 5 << 20), "500 ready");
+        let taken = q.next_request(500, 5 << 20);
+        assert!(!q.fills_a_request(500, 5 << 20), "nothing ready");
+        assert_eq!(q.ready_bytes, 0);
+        for p in taken {
+            q.failed(p);
+        }
+        assert_eq!(q.ready_bytes, 5000, "ready again");
+        let q = queue(Ordering::PerKey, &keys[..5], 1 << 20);
+        assert!(q.fills_a_request(500, 5 << 20), "5 MiB ready");
+        let q = queue(Ordering::PerKey, &["a", "a", "a"], 10);
+        assert_eq!(q.ready_bytes, 10, "per key only the head is ready");
     }
 
     #[test]

@@ -119,6 +119,8 @@ struct Item {
     delivery: Arc<Delivery>,
     /// The shard it must land in (an aggregate), if checked.
     placement: Option<Arc<str>>,
+    /// Records it carries (an aggregate's sub-records; else 1).
+    carries: u32,
 }
 
 /// One `deliver_checked` call: its records settle one by one.
@@ -316,7 +318,7 @@ impl<T: Transport> OutputWriter<T> {
                 .deliver_aggregated(aggregation, records, progress)
                 .await;
         }
-        let written = self.submit(records, &[], progress.cloned()).await?;
+        let written = self.submit(records, None, progress.cloned()).await?;
         Ok(Delivered {
             refused: written.refused,
             gone: written.gone,
@@ -324,14 +326,14 @@ impl<T: Transport> OutputWriter<T> {
     }
 
     /// Queues `records` as one delivery and waits until all are settled.
-    /// `placements[i]`, when given, is the shard the record with
-    /// `source_index` i must land in (checked, reported as misplaced); an
-    /// aggregating output gives them, and its entries are then ordered by
-    /// their explicit hash key (the shard), not their partition key.
+    /// `packed`, for an aggregating output, says per `source_index` which
+    /// shard the entry must land in (checked, reported as misplaced) and how
+    /// many records it carries; its entries are then ordered by their
+    /// explicit hash key (the shard), not their partition key.
     pub(super) async fn submit(
         &self,
         records: Vec<OutRecord>,
-        placements: &[Option<String>],
+        packed: Option<(&[Option<String>], &[Vec<u32>])>,
         progress: Option<Arc<BatchProgress>>,
     ) -> Result<Written, DeliverError> {
         if records.is_empty() {
@@ -346,7 +348,8 @@ impl<T: Transport> OutputWriter<T> {
                 done: Some(done),
             }),
         });
-        let by_shard = !placements.is_empty();
+        let by_shard = packed.is_some();
+        let (placements, members) = packed.unwrap_or((&[], &[]));
         {
             let mut state = lock(&self.core.state);
             for record in records {
@@ -354,6 +357,9 @@ impl<T: Transport> OutputWriter<T> {
                     .get(record.source_index as usize)
                     .and_then(|p| p.as_deref())
                     .map(Arc::from);
+                let carries = members
+                    .get(record.source_index as usize)
+                    .map_or(1, |m| m.len() as u32);
                 // Plain records are ordered per partition key; the entries
                 // of an aggregating output per shard (their explicit hash key).
                 let key = match by_shard {
@@ -365,6 +371,7 @@ impl<T: Transport> OutputWriter<T> {
                     record,
                     delivery: delivery.clone(),
                     placement,
+                    carries,
                 };
                 state.queue.push(key, bytes, item);
             }
@@ -396,6 +403,15 @@ impl<T: Transport> Core<T> {
             let (positions, entries) = {
                 let mut state = lock(&core.state);
                 if state.in_flight >= core.window.size() {
+                    return;
+                }
+                // Pipelining is for full requests; a partial one waits
+                // until nothing is in flight (see `fills_a_request`).
+                if state.in_flight > 0
+                    && !state
+                        .queue
+                        .fills_a_request(MAX_ENTRIES_PER_REQUEST, core.max_request_bytes)
+                {
                     return;
                 }
                 let positions = state
@@ -576,9 +592,10 @@ impl<T: Transport> Core<T> {
                 }
             }
             let written = settled.len();
+            let carried: u64 = settled.iter().map(|(item, _)| u64::from(item.carries)).sum();
             self.stats
                 .records_written
-                .fetch_add(written as u64, Atomic::Relaxed);
+                .fetch_add(carried, Atomic::Relaxed);
             self.stats
                 .entries_retried
                 .fetch_add(failed.len() as u64, Atomic::Relaxed);

@@ -7,7 +7,8 @@
 //!       (uniform at random, seeded), `zipf:N` (Zipf-skewed, s = 1)
 //!   kinesis-tool ENDPOINT count STREAM            (records in the stream)
 //!   kinesis-tool ENDPOINT check STREAM COUNT      (of the records `put` wrote:
-//!       how many are present, missing, duplicated, and out of key order)
+//!       how many are present, missing, duplicated, and out of key order;
+//!       KPL aggregates are read as the records they carry)
 
 use anyhow::{Context, Result, bail};
 use distributary_e2e::{Rec, client_for, create_stream, numbered_records, put_all, read_all};
@@ -85,7 +86,22 @@ async fn main() -> Result<()> {
         }
         ("check", [stream, count]) => {
             let count: usize = count.parse().context("COUNT")?;
-            let got = read_all(&client, stream).await?;
+            // KPL aggregates (an output with aggregate = true) count as the
+            // records they carry.
+            let mut got = Vec::new();
+            for r in read_all(&client, stream).await? {
+                match distributary::kpl::deaggregate(&r.rec.data) {
+                    Some(subs) => got.extend(subs.into_iter().map(|sub| distributary_e2e::ReadRec {
+                        shard: r.shard.clone(),
+                        sequence: r.sequence.clone(),
+                        rec: Rec {
+                            key: sub.partition_key,
+                            data: sub.data,
+                        },
+                    })),
+                    None => got.push(r),
+                }
+            }
             let mut seen = vec![0usize; count];
             // Per (shard, key): the newest record index seen, first copies only.
             let mut newest: std::collections::HashMap<(String, String), usize> =

@@ -132,11 +132,11 @@ async fn deliveries_of_several_lanes_share_full_requests_and_the_window() {
         ..flaky(0.2, 0.0, Duration::from_millis(5), 3)
     };
     let writer = Arc::new(writer(transport).with_max_requests_in_flight(4));
-    // Four lanes of 37 keys each: a request holds up to 4 × 37 records.
+    // Four lanes of 300 keys each: requests are full (500), so several go at once.
     let lanes: Vec<_> = (0..4u32)
         .map(|lane| {
             let writer = writer.clone();
-            tokio::spawn(async move { writer.deliver(records(2000, 37, lane)).await })
+            tokio::spawn(async move { writer.deliver(records(2000, 300, lane)).await })
         })
         .collect();
     for lane in lanes {
@@ -148,7 +148,7 @@ async fn deliveries_of_several_lanes_share_full_requests_and_the_window() {
     assert_eq!(assert_per_key_order(&written), 0, "per key order");
     let sizes = t.sizes.lock().unwrap();
     assert!(
-        sizes.iter().any(|&n| n > 37),
+        sizes.iter().any(|&n| n > 300),
         "requests pack records of several lanes: {sizes:?}"
     );
     let most = t.most_flying.load(Atomic::SeqCst);
@@ -156,6 +156,30 @@ async fn deliveries_of_several_lanes_share_full_requests_and_the_window() {
         (2..=4).contains(&most),
         "window used, within its max: {most}"
     );
+}
+
+#[tokio::test]
+async fn partial_requests_wait_for_those_in_flight_and_pack_every_lane() {
+    let writer = Arc::new(
+        writer(flaky(0.0, 0.0, Duration::from_millis(3), 4)).with_max_requests_in_flight(8),
+    );
+    // Four lanes of 37 keys: no request can be full, so one is in flight at
+    // a time and each holds the ready keys of every lane, not of one.
+    let lanes: Vec<_> = (0..4u32)
+        .map(|lane| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.deliver(records(1000, 37, lane)).await })
+        })
+        .collect();
+    for lane in lanes {
+        lane.await.unwrap().unwrap();
+    }
+    let t = writer.transport();
+    assert_eq!(t.written.lock().unwrap().len(), 4000);
+    assert_eq!(t.most_flying.load(Atomic::SeqCst), 1);
+    let sizes = t.sizes.lock().unwrap();
+    let average = 4000.0 / sizes.len() as f64;
+    assert!(average > 100.0, "{average:.1} records per request: {sizes:?}");
 }
 
 #[tokio::test]
