@@ -115,7 +115,10 @@ impl<T: Transport> OutputWriter<T> {
                 |position: u32| todo.get(position as usize).map_or(0, |r| r.source_index);
             // The positions in `todo` of the records entry `i` holds.
             let holds = |i: u32| members.get(i as usize).cloned().unwrap_or_default();
-            let written = match self.submit(packed, Some((&placements, &members)), None).await {
+            let written = match self
+                .submit(packed, Some((&placements, &members)), None)
+                .await
+            {
                 Ok(written) => written,
                 Err(e) => {
                     let first = holds(e.source_index).first().copied().unwrap_or(0);

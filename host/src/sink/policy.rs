@@ -151,7 +151,11 @@ mod tests {
         p.answered(&window, 400, 100, true);
         assert_eq!(window.size(), 4, "throttled entries halve it");
         p.answered(&window, 400, 100, false);
-        assert_eq!(window.size(), 5, "other entry failures (InternalFailure) are not congestion");
+        assert_eq!(
+            window.size(),
+            5,
+            "other entry failures (InternalFailure) are not congestion"
+        );
         p.call_failed(&window);
         assert_eq!(window.size(), 2);
         p.call_failed(&window);

@@ -592,7 +592,10 @@ impl<T: Transport> Core<T> {
                 }
             }
             let written = settled.len();
-            let carried: u64 = settled.iter().map(|(item, _)| u64::from(item.carries)).sum();
+            let carried: u64 = settled
+                .iter()
+                .map(|(item, _)| u64::from(item.carries))
+                .sum();
             self.stats
                 .records_written
                 .fetch_add(carried, Atomic::Relaxed);

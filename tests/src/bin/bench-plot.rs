@@ -23,19 +23,30 @@ fn read(path: &str) -> Result<Series> {
             .position(|h| *h == name)
             .with_context(|| format!("{path}: no column {name}"))
     };
-    let (mode, case, keys, rate) = (col("mode")?, col("case")?, col("keys")?, col("rec_per_s_per_shard_output")?);
+    let (mode, case, keys, rate) = (
+        col("mode")?,
+        col("case")?,
+        col("keys")?,
+        col("rec_per_s_per_shard_output")?,
+    );
     let mut series = Series::new();
     for line in lines {
         let row: Vec<&str> = line.split(',').collect();
         if row.get(mode) != Some(&"rtt") {
             continue;
         }
-        let (Some(case), Some(keys), Some(rate)) = (row.get(case), row.get(keys), row.get(rate)) else {
+        let (Some(case), Some(keys), Some(rate)) = (row.get(case), row.get(keys), row.get(rate))
+        else {
             continue;
         };
         let label = case.split('-').next().unwrap_or(case).to_string();
         let zipf = keys.starts_with("zipf:");
-        let n: u64 = keys.rsplit(':').next().unwrap_or(keys).parse().context("keys")?;
+        let n: u64 = keys
+            .rsplit(':')
+            .next()
+            .unwrap_or(keys)
+            .parse()
+            .context("keys")?;
         let rate: f64 = rate.parse().context("rate")?;
         // Later rows (newer runs) replace earlier ones.
         series.entry((label, zipf)).or_default().insert(n, rate);
@@ -59,11 +70,17 @@ fn main() -> Result<()> {
     let root = SVGBackend::new(output, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("records/s per output at 20 ms round trip, by partition keys", ("sans-serif", 20))
+        .caption(
+            "records/s per output at 20 ms round trip, by partition keys",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((1u64..2000u64).log_scale(), (10f64..max_rate * 2.0).log_scale())?;
+        .build_cartesian_2d(
+            (1u64..2000u64).log_scale(),
+            (10f64..max_rate * 2.0).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .x_desc("partition keys (random; hollow: Zipf-skewed)")
@@ -80,7 +97,11 @@ fn main() -> Result<()> {
         let color = colors[i % colors.len()];
         let points: Vec<(u64, f64)> = points.iter().map(|(&k, &r)| (k, r)).collect();
         if *zipf {
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 6, color.stroke_width(2))))?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 6, color.stroke_width(2))),
+            )?;
         } else {
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?

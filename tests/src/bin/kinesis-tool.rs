@@ -91,14 +91,16 @@ async fn main() -> Result<()> {
             let mut got = Vec::new();
             for r in read_all(&client, stream).await? {
                 match distributary::kpl::deaggregate(&r.rec.data) {
-                    Some(subs) => got.extend(subs.into_iter().map(|sub| distributary_e2e::ReadRec {
-                        shard: r.shard.clone(),
-                        sequence: r.sequence.clone(),
-                        rec: Rec {
-                            key: sub.partition_key,
-                            data: sub.data,
-                        },
-                    })),
+                    Some(subs) => {
+                        got.extend(subs.into_iter().map(|sub| distributary_e2e::ReadRec {
+                            shard: r.shard.clone(),
+                            sequence: r.sequence.clone(),
+                            rec: Rec {
+                                key: sub.partition_key,
+                                data: sub.data,
+                            },
+                        }))
+                    }
                     None => got.push(r),
                 }
             }

@@ -179,7 +179,10 @@ async fn partial_requests_wait_for_those_in_flight_and_pack_every_lane() {
     assert_eq!(t.most_flying.load(Atomic::SeqCst), 1);
     let sizes = t.sizes.lock().unwrap();
     let average = 4000.0 / sizes.len() as f64;
-    assert!(average > 100.0, "{average:.1} records per request: {sizes:?}");
+    assert!(
+        average > 100.0,
+        "{average:.1} records per request: {sizes:?}"
+    );
 }
 
 #[tokio::test]
