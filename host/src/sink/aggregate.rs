@@ -12,7 +12,7 @@
 //! Progress: the delivery's records are settled when the whole delivery is,
 //! since a sub-record of a misplaced aggregate is not done when it is acknowledged.
 
-use super::writer::{DeliverError, Delivered, OutputWriter};
+use super::writer::{DeliverError, Delivered, OutputWriter, Packing};
 use crate::kinesis::{ShardInfo, StreamRef, list_shards};
 use crate::kpl::aggregate::{Packed, ShardRange, hash_of, pack};
 use crate::pipeline::progress::BatchProgress;
@@ -116,7 +116,14 @@ impl<T: Transport> OutputWriter<T> {
             // The positions in `todo` of the records entry `i` holds.
             let holds = |i: u32| members.get(i as usize).cloned().unwrap_or_default();
             let written = match self
-                .submit(packed, Some((&placements, &members)), None)
+                .submit(
+                    packed,
+                    Some(Packing {
+                        placements: &placements,
+                        members: &members,
+                    }),
+                    None,
+                )
                 .await
             {
                 Ok(written) => written,

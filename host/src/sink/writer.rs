@@ -69,6 +69,13 @@ pub(super) struct Written {
     pub misplaced: Vec<(u32, String)>,
 }
 
+/// What an aggregating output says of the entries of a delivery, by
+/// `source_index`: the shard each must land in, and the records it holds.
+pub(super) struct Packing<'a> {
+    pub placements: &'a [Option<String>],
+    pub members: &'a [Vec<u32>],
+}
+
 /// Counters of one output, read by the metrics and the tests' logs.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -333,7 +340,7 @@ impl<T: Transport> OutputWriter<T> {
     pub(super) async fn submit(
         &self,
         records: Vec<OutRecord>,
-        packed: Option<(&[Option<String>], &[Vec<u32>])>,
+        packed: Option<Packing<'_>>,
         progress: Option<Arc<BatchProgress>>,
     ) -> Result<Written, DeliverError> {
         if records.is_empty() {
@@ -349,7 +356,8 @@ impl<T: Transport> OutputWriter<T> {
             }),
         });
         let by_shard = packed.is_some();
-        let (placements, members) = packed.unwrap_or((&[], &[]));
+        let (placements, members) =
+            packed.map_or((&[][..], &[][..]), |p| (p.placements, p.members));
         {
             let mut state = lock(&self.core.state);
             for record in records {
