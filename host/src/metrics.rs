@@ -336,6 +336,12 @@ impl Collector for Metrics {
             "Checkpoint writes that failed (disk full, permissions, directory removed)",
             vec![(vec![], load(&health.failures))],
         )?;
+        counters(
+            &mut encoder,
+            "distributary_checkpoint_writes",
+            "Checkpoint writes that succeeded (at most one per checkpoint.interval_ms, only while positions move)",
+            vec![(vec![], load(&health.writes))],
+        )?;
         gauges(
             &mut encoder,
             "distributary_checkpoint_failing",

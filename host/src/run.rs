@@ -442,11 +442,13 @@ fn build_pipeline(
     ))
 }
 
+/// Flushes checkpoints on their first change after a quiet interval, then at
+/// most once per `interval`: a short-lived process still leaves a checkpoint,
+/// and a busy one writes no more than one per interval.
 async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = checkpoints.changed() => {}
             _ = shutdown.requested() => return,
         }
         let cp = checkpoints.clone();
@@ -454,6 +456,10 @@ async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown:
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write checkpoints; will retry"),
             Err(e) => tracing::error!(error = %e, "checkpoint writer failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.requested() => return,
         }
     }
 }

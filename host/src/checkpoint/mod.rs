@@ -3,9 +3,11 @@
 //! A position moves only after every record routed from the batch that ends
 //! there is acknowledged by every output (or dead-lettered): `advance` is
 //! called by the shard task after `Pipeline::process` returned Ok, never
-//! before. The table lives in memory and is flushed to the store every
-//! `interval_ms` and at shutdown; a crash loses at most the positions of the
-//! last interval, which means re-delivery (duplicates), never loss.
+//! before. The table lives in memory and is flushed to the store at most once
+//! per `interval_ms` and at shutdown: the first change after a quiet interval
+//! is written at once (leading edge), later ones at the end of the interval.
+//! A crash loses at most the positions of the last interval, which means
+//! re-delivery (duplicates), never loss.
 
 mod file;
 
@@ -62,6 +64,8 @@ pub struct Checkpoints {
     store: FileStore,
     table: Mutex<Stored>,
     dirty: AtomicBool,
+    /// Woken when the table turns dirty (`changed`).
+    changed: tokio::sync::Notify,
     health: FlushHealth,
 }
 
@@ -70,6 +74,8 @@ pub struct Checkpoints {
 pub struct FlushHealth {
     /// Flushes that failed since start.
     pub failures: AtomicU64,
+    /// Flushes that wrote the table since start.
+    pub writes: AtomicU64,
     /// The error of the last flush, if it failed (cleared by a success).
     last_error: Mutex<Option<String>>,
 }
@@ -82,7 +88,10 @@ impl FlushHealth {
 
     fn record(&self, result: &std::io::Result<()>) {
         let error = match result {
-            Ok(()) => None,
+            Ok(()) => {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                None
+            }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 Some(e.to_string())
@@ -102,6 +111,7 @@ impl Checkpoints {
             store,
             table: Mutex::new(table),
             dirty: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
             health: FlushHealth::default(),
         })
     }
@@ -141,7 +151,7 @@ impl Checkpoints {
             return *e.get();
         }
         entry.or_insert(now_ms);
-        self.dirty.store(true, Ordering::Release);
+        self.mark_dirty();
         now_ms
     }
 
@@ -163,7 +173,8 @@ impl Checkpoints {
                     latest_since_ms: None,
                 });
             change(entry);
-            self.dirty.store(true, Ordering::Release);
+            drop(table);
+            self.mark_dirty();
         }
     }
 
@@ -180,6 +191,21 @@ impl Checkpoints {
         self.update(pipeline, stream, shard, |p| p.finished = true);
     }
 
+    fn mark_dirty(&self) {
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Returns once the table holds something not yet flushed (at once if it
+    /// does already).
+    pub async fn changed(&self) {
+        if self.dirty.load(Ordering::Acquire) {
+            return;
+        }
+        self.changed.notified().await;
+    }
+
     /// Writes the table if it changed since the last flush.
     pub fn flush(&self) -> std::io::Result<()> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
@@ -191,7 +217,7 @@ impl Checkpoints {
         };
         let result = self.store.save(&snapshot);
         if result.is_err() {
-            self.dirty.store(true, Ordering::Release);
+            self.mark_dirty();
         }
         self.health.record(&result);
         result
@@ -203,5 +229,46 @@ impl Checkpoints {
             .lock()
             .map(|t| t.positions.clone())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn position(sequence: &str) -> ShardPosition {
+        ShardPosition {
+            sequence: sequence.into(),
+            sub: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn changed_wakes_on_the_first_change_after_a_flush_and_counts_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = Checkpoints::open(FileStore::open(dir.path()).unwrap()).unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(50), checkpoints.changed()).await;
+        assert!(quiet.is_err(), "nothing changed yet");
+        checkpoints.advance("p", "s", "shardId-0", &position("1"));
+        tokio::time::timeout(Duration::from_secs(1), checkpoints.changed())
+            .await
+            .expect("a change wakes the flusher");
+        checkpoints.flush().unwrap();
+        assert_eq!(checkpoints.health().writes.load(Ordering::Relaxed), 1);
+        // A stale wake-up may remain; the table is clean, so a flush writes nothing.
+        checkpoints.flush().unwrap();
+        assert_eq!(checkpoints.health().writes.load(Ordering::Relaxed), 1);
+        let waiter = checkpoints.changed();
+        checkpoints.advance("p", "s", "shardId-0", &position("2"));
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("a change while waiting wakes the flusher");
+        checkpoints.flush().unwrap();
+        let stored = FileStore::open_read_only(dir.path()).load().unwrap();
+        assert_eq!(
+            stored.positions[&("p".into(), "s".into(), "shardId-0".into())].sequence,
+            Some("2".into())
+        );
     }
 }

@@ -28,6 +28,7 @@ fn defaults_follow_the_spec() {
     let o = &c.outputs["a"];
     assert_eq!((o.max_record_bytes, o.max_request_bytes), (None, 5 << 20));
     assert_eq!(c.checkpoint.store, StoreKind::File);
+    assert_eq!(c.checkpoint.interval_ms, 200);
     let p = &c.pipelines[0];
     assert_eq!(p.on_error, OnError::Halt);
     assert_eq!((p.limits.memory_mb, p.limits.batch_timeout_ms), (64, 200));

@@ -268,7 +268,7 @@ fn default_table() -> String {
     "distributary-leases".into()
 }
 fn default_checkpoint_interval_ms() -> u64 {
-    1000
+    200
 }
 fn default_on_error() -> OnError {
     OnError::Halt
