@@ -5,6 +5,7 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use std::time::Duration;
 
@@ -23,6 +24,14 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 /// Builds a client. Transient failures are retried by the callers (forever,
 /// with backoff); the SDK's own retries are kept to a few quick attempts.
 pub async fn client(settings: &ClientSettings) -> Client {
+    client_and_credentials(settings).await.0
+}
+
+/// A client, and the credentials provider it signs with (the SDK's chain, or
+/// the assumed role), for the calls made without the SDK (`sink/direct.rs`).
+pub async fn client_and_credentials(
+    settings: &ClientSettings,
+) -> (Client, Option<SharedCredentialsProvider>) {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -45,15 +54,18 @@ pub async fn client(settings: &ClientSettings) -> Client {
     if let Some(endpoint) = &settings.endpoint_url {
         builder = builder.endpoint_url(endpoint);
     }
+    let mut credentials = base.credentials_provider();
     if let Some(role) = &settings.role_arn {
         let mut provider =
             aws_config::sts::AssumeRoleProvider::builder(role).session_name("distributary");
         if let Some(id) = &settings.external_id {
             provider = provider.external_id(id);
         }
-        builder = builder.credentials_provider(provider.configure(&base).build().await);
+        let assumed = SharedCredentialsProvider::new(provider.configure(&base).build().await);
+        builder = builder.credentials_provider(assumed.clone());
+        credentials = Some(assumed);
     }
-    Client::from_conf(builder.build())
+    (Client::from_conf(builder.build()), credentials)
 }
 
 /// A stream named by name or ARN, as the Kinesis API wants it.

@@ -13,12 +13,13 @@
 
 use super::discovery::matching_streams;
 use crate::config::{Config, Output};
-use crate::kinesis::{ClientSettings, StreamRef, client};
+use crate::kinesis::{ClientSettings, StreamRef, client_and_credentials};
 use crate::server::Readiness;
 use crate::shutdown::Shutdown;
-use crate::sink::{KinesisTransport, OutputWriter};
+use crate::sink::{KinesisPut, OutputWriter};
 use crate::startup::{StartFailure, until_reachable};
 use anyhow::Context;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +28,7 @@ struct PatternOutput {
     pattern: glob::Pattern,
     text: String,
     client: aws_sdk_kinesis::Client,
+    credentials: Option<SharedCredentialsProvider>,
     config: Output,
     /// Matching streams, by name.
     matched: Mutex<BTreeMap<String, Arc<OutputWriter>>>,
@@ -70,7 +72,7 @@ impl Catalog {
             patterns: BTreeMap::new(),
         };
         for (name, output) in &config.outputs {
-            let client = client(&ClientSettings {
+            let (client, credentials) = client_and_credentials(&ClientSettings {
                 region: output.region.clone(),
                 endpoint_url: output.endpoint_url.clone(),
                 role_arn: output.role_arn.clone(),
@@ -83,7 +85,14 @@ impl Catalog {
                     let stream = StreamRef::parse(stream);
                     let what = format!("outputs.{name}");
                     let writer = until_reachable(&what, readiness, shutdown, || {
-                        open_writer(&client, name, stream.clone(), output, false)
+                        open_writer(
+                            &client,
+                            credentials.as_ref(),
+                            name,
+                            stream.clone(),
+                            output,
+                            false,
+                        )
                     })
                     .await
                     .with_context(|| key.clone())?
@@ -97,6 +106,7 @@ impl Catalog {
                         pattern,
                         text: text.clone(),
                         client,
+                        credentials,
                         config: output.clone(),
                         matched: Mutex::default(),
                     };
@@ -201,8 +211,15 @@ impl Catalog {
             .iter()
             .filter(|(stream, usable)| **usable && !known.contains(*stream));
         for (stream, _) in new {
-            let writer =
-                open_writer(&p.client, stream, StreamRef::parse(stream), &p.config, true).await;
+            let writer = open_writer(
+                &p.client,
+                p.credentials.as_ref(),
+                stream,
+                StreamRef::parse(stream),
+                &p.config,
+                true,
+            )
+            .await;
             match writer {
                 Ok(Some(writer)) => opened.push(Arc::new(writer.discovered())),
                 Ok(None) => {
@@ -243,6 +260,7 @@ impl Catalog {
 /// limit, or `max_record_bytes` if that is lower.
 async fn open_writer(
     client: &aws_sdk_kinesis::Client,
+    credentials: Option<&SharedCredentialsProvider>,
     name: &str,
     stream: StreamRef,
     output: &Output,
@@ -280,10 +298,13 @@ async fn open_writer(
         Some(configured) => configured,
         None => stream_max,
     };
+    let transport = KinesisPut::new(client, credentials, output.endpoint_url.clone(), &stream)
+        .await
+        .map_err(|e| StartFailure::Fatal(e.context(format!("outputs.{name}: PutRecords path"))))?;
     let writer = OutputWriter::new(
         name.to_string(),
         stream,
-        KinesisTransport(client.clone()),
+        transport,
         max_record_bytes,
         output.max_request_bytes.max(max_record_bytes),
     )

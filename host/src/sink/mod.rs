@@ -6,7 +6,10 @@
 //!   requests from it (pure; property-tested).
 //! - `window.rs`: how many requests may be in flight (AIMD on throttling).
 //! - `policy.rs`: the retry policy: backoff of failed entries and requests.
-//! - `service.rs`: the PutRecords call, behind the `Transport` trait.
+//! - `service.rs`: the PutRecords call, behind the `Transport` trait, and
+//!   the choice of path (`KinesisPut`).
+//! - `direct.rs`: PutRecords signed with `aws-sigv4` and sent with hyper,
+//!   without the SDK's per-call machinery (the default path).
 //! - `aggregate.rs`: KPL re-packing for `aggregate = true` outputs.
 //! - `writer.rs`: `OutputWriter`, which drives them: one per output stream,
 //!   shared by every lane that writes to it.
@@ -20,6 +23,7 @@
 //! later record of its key, whichever entries Kinesis rejects.
 
 pub mod aggregate;
+pub mod direct;
 pub mod limits;
 pub mod policy;
 pub mod request;
@@ -28,5 +32,5 @@ pub mod window;
 pub mod writer;
 
 pub use request::Ordering;
-pub use service::{KinesisTransport, Put, PutOutcome, Transport};
+pub use service::{Entry, KinesisPut, KinesisTransport, Put, PutOutcome, Transport};
 pub use writer::{DeliverError, Delivered, OutputWriter};

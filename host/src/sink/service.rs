@@ -5,10 +5,30 @@
 
 use crate::kinesis::{StreamRef, describe, is_invalid_input, is_not_found, is_transient};
 use crate::record::OutRecord;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use bytes::Bytes;
 use std::future::Future;
+
+/// One record of a PutRecords request.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub data: Bytes,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+}
+
+impl Entry {
+    pub fn of(record: &OutRecord) -> Entry {
+        Entry {
+            data: record.data.clone(),
+            partition_key: record.partition_key.clone(),
+            explicit_hash_key: record.explicit_hash_key.clone(),
+        }
+    }
+}
 
 /// Where one entry was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +61,65 @@ pub trait Transport: Send + Sync + 'static {
     fn put_records(
         &self,
         stream: &StreamRef,
-        entries: Vec<PutRecordsRequestEntry>,
+        entries: Vec<Entry>,
     ) -> impl Future<Output = PutOutcome> + Send;
 }
 
-/// PutRecords against a real (or local) Kinesis, through the SDK.
+/// The PutRecords path of the outputs: direct (the default), or the SDK's
+/// when `DISTRIBUTARY_PUT_RECORDS=sdk` is set (to compare them, or as a way
+/// out should the direct path meet an endpoint it does not handle).
+pub enum KinesisPut {
+    Direct(Box<super::direct::DirectTransport>),
+    Sdk(KinesisTransport),
+}
+
+impl KinesisPut {
+    /// The path chosen by the environment, for `stream` through `client`.
+    pub async fn new(
+        client: &Client,
+        credentials: Option<&SharedCredentialsProvider>,
+        endpoint_url: Option<String>,
+        stream: &StreamRef,
+    ) -> anyhow::Result<KinesisPut> {
+        let sdk = std::env::var("DISTRIBUTARY_PUT_RECORDS").is_ok_and(|v| v == "sdk");
+        let Some(credentials) = credentials.filter(|_| !sdk) else {
+            // Without a credentials provider the SDK's calls fail with its
+            // own clear error, as every other call of this client does.
+            return Ok(KinesisPut::Sdk(KinesisTransport(client.clone())));
+        };
+        let endpoint_url = endpoint_url
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_KINESIS").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .filter(|u| !u.is_empty());
+        Ok(KinesisPut::Direct(Box::new(
+            super::direct::DirectTransport::new(client, credentials.clone(), endpoint_url, stream)
+                .await?,
+        )))
+    }
+}
+
+impl Transport for KinesisPut {
+    async fn put_records(&self, stream: &StreamRef, entries: Vec<Entry>) -> PutOutcome {
+        match self {
+            KinesisPut::Direct(t) => t.put_records(stream, entries).await,
+            KinesisPut::Sdk(t) => t.put_records(stream, entries).await,
+        }
+    }
+}
+
+/// PutRecords against a real (or local) Kinesis, through the SDK (the
+/// writers use `direct::DirectTransport`; this one is kept for comparison,
+/// `DISTRIBUTARY_PUT_RECORDS=sdk`).
 pub struct KinesisTransport(pub Client);
 
 impl Transport for KinesisTransport {
-    async fn put_records(
-        &self,
-        stream: &StreamRef,
-        entries: Vec<PutRecordsRequestEntry>,
-    ) -> PutOutcome {
+    async fn put_records(&self, stream: &StreamRef, entries: Vec<Entry>) -> PutOutcome {
         let n = entries.len();
+        let entries: Result<Vec<_>, _> = entries.iter().map(to_entry).collect();
+        let entries = match entries {
+            Ok(e) => e,
+            Err(e) => return PutOutcome::Invalid(e),
+        };
         let call = self
             .0
             .put_records()
@@ -93,12 +158,12 @@ impl Transport for KinesisTransport {
     }
 }
 
-/// The PutRecords entry of `record`.
-pub fn to_entry(record: &OutRecord) -> Result<PutRecordsRequestEntry, String> {
+/// The SDK's PutRecords entry of `entry`.
+fn to_entry(entry: &Entry) -> Result<PutRecordsRequestEntry, String> {
     PutRecordsRequestEntry::builder()
-        .data(Blob::new(record.data.clone()))
-        .partition_key(record.partition_key.clone())
-        .set_explicit_hash_key(record.explicit_hash_key.clone())
+        .data(Blob::new(entry.data.to_vec()))
+        .partition_key(entry.partition_key.clone())
+        .set_explicit_hash_key(entry.explicit_hash_key.clone())
         .build()
         .map_err(|e| format!("cannot build the PutRecords entry: {e}"))
 }

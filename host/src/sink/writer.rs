@@ -23,7 +23,7 @@
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record};
 use super::policy::{RetryPolicy, is_throttling};
 use super::request::{Landed, Ordering, Queue};
-use super::service::{KinesisTransport, PutOutcome, Transport, to_entry};
+use super::service::{Entry, KinesisPut, PutOutcome, Transport};
 use super::window::Window;
 use crate::backoff::Backoff;
 use crate::kinesis::StreamRef;
@@ -87,7 +87,7 @@ pub struct WriterStats {
     pub reordered: AtomicU64,
 }
 
-pub struct OutputWriter<T: Transport = KinesisTransport> {
+pub struct OutputWriter<T: Transport = KinesisPut> {
     pub name: String,
     pub stream: StreamRef,
     max_record_bytes: usize,
@@ -428,30 +428,10 @@ impl<T: Transport> Core<T> {
                 if positions.is_empty() {
                     return;
                 }
-                let mut entries = Vec::with_capacity(positions.len());
-                let mut unbuildable = Vec::new();
-                for &p in &positions {
-                    if let Some(item) = state.queue.get(p) {
-                        match to_entry(&item.record) {
-                            Ok(entry) => entries.push(entry),
-                            Err(e) => unbuildable.push((p, e)),
-                        }
-                    }
-                }
-                if !unbuildable.is_empty() {
-                    // Not expected (an entry fails to build only without
-                    // data or key); refuse those records, keep the others.
-                    for (p, e) in unbuildable {
-                        if let Some(item) = state.queue.dropped(p) {
-                            let error = core.error(item.record.source_index, e);
-                            item.delivery.settle(&item.record, Settled::Refused(error));
-                        }
-                    }
-                    for &p in &positions {
-                        state.queue.failed(p);
-                    }
-                    continue;
-                }
+                let entries: Vec<Entry> = positions
+                    .iter()
+                    .filter_map(|&p| state.queue.get(p).map(|item| Entry::of(&item.record)))
+                    .collect();
                 state.in_flight += 1;
                 (positions, entries)
             };
@@ -461,11 +441,7 @@ impl<T: Transport> Core<T> {
     }
 
     /// One PutRecords request, and what its answer does to the queue.
-    async fn send(
-        core: Arc<Self>,
-        positions: Vec<u64>,
-        entries: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
-    ) {
+    async fn send(core: Arc<Self>, positions: Vec<u64>, entries: Vec<Entry>) {
         let n = positions.len();
         let outcome = match core.transport.put_records(&core.stream, entries).await {
             PutOutcome::Answered(results) if results.len() != n => PutOutcome::Transient(format!(

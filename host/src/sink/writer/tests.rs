@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::sink::service::Put;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -39,7 +38,7 @@ fn flaky(entry_failure: f64, call_failure: f64, delay: Duration, seed: u64) -> F
 }
 
 impl Transport for Flaky {
-    async fn put_records(&self, _: &StreamRef, entries: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+    async fn put_records(&self, _: &StreamRef, entries: Vec<crate::sink::Entry>) -> PutOutcome {
         assert!(entries.len() <= MAX_ENTRIES_PER_REQUEST);
         let now = self.flying.fetch_add(1, Atomic::SeqCst) + 1;
         self.most_flying.fetch_max(now, Atomic::SeqCst);
@@ -58,8 +57,7 @@ impl Transport for Flaky {
                     if rng.f64() < self.entry_failure {
                         Err(self.entry_error.to_string())
                     } else {
-                        let key = e.partition_key().unwrap_or_default().to_string();
-                        written.push((key, e.data().as_ref().to_vec()));
+                        written.push((e.partition_key, e.data.to_vec()));
                         Ok(Put {
                             shard: "shardId-000000000000".into(),
                             sequence: format!("{:020}", written.len()),
@@ -253,7 +251,7 @@ struct Fixed {
 }
 
 impl Transport for Fixed {
-    async fn put_records(&self, _: &StreamRef, _: Vec<PutRecordsRequestEntry>) -> PutOutcome {
+    async fn put_records(&self, _: &StreamRef, _: Vec<crate::sink::Entry>) -> PutOutcome {
         self.calls.fetch_add(1, Atomic::Relaxed);
         (self.outcome)()
     }
