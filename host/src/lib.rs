@@ -21,7 +21,8 @@
 //!   output and source shard).
 //!
 //! Off the data path: [`dry_run`] (`distributary route`: a plugin over sample
-//! records, offline).
+//! records, offline) and [`status`] (`distributary status`: owner, position
+//! and lag per shard and pipeline).
 //!
 //! Support: [`buffer`] (the memory budget of records read and not yet
 //! settled), [`kinesis`] (clients, stream references, error classes),
@@ -48,3 +49,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod startup;
+pub mod status;

@@ -1,4 +1,4 @@
-//! The `distributary` command line (SPEC §4): `run`, `check` and `route`.
+//! The `distributary` command line (SPEC §4): `run`, `check`, `route` and `status`.
 
 use clap::{Parser, Subcommand};
 use distributary::config::Config;
@@ -31,6 +31,16 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Per source shard and pipeline: owner, checkpoint, finished, and lag
+    /// (MillisBehindLatest at the stored position). Exit 1 when the store
+    /// or a source cannot be read.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON array of rows instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Dry run, offline: route sample records (JSON lines) through a plugin
     /// and print, per record, where it goes and what it becomes, or the error.
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_command(&config),
+        Command::Status { config, json } => status_command(&config, json),
         Command::Route {
             plugin,
             plugin_config,
@@ -220,6 +231,43 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn status_command(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(distributary::status::collect(&config)) {
+        Ok(rows) => {
+            if json {
+                match serde_json::to_string_pretty(&rows) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", distributary::status::render(&rows));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_command(path: &std::path::Path) -> ExitCode {
