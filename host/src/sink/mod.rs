@@ -6,8 +6,9 @@
 //!   requests from it (pure; property-tested).
 //! - `window.rs`: how many requests may be in flight (AIMD on throttling).
 //! - `policy.rs`: the retry policy: backoff of failed entries and requests.
-//! - `service.rs`: the PutRecords call, behind the `Transport` trait, and
-//!   the choice of path (`KinesisPut`).
+//! - `service.rs`: the PutRecords call, behind the `Transport` trait (the
+//!   SDK's implementation).
+//! - `put_path.rs`: which implementation an output uses (`KinesisPut`).
 //! - `direct.rs`: PutRecords signed with `aws-sigv4` and sent with hyper,
 //!   without the SDK's per-call machinery (the default path).
 //! - `aggregate.rs`: KPL re-packing for `aggregate = true` outputs.
@@ -26,11 +27,13 @@ pub mod aggregate;
 pub mod direct;
 pub mod limits;
 pub mod policy;
+pub mod put_path;
 pub mod request;
 pub mod service;
 pub mod window;
 pub mod writer;
 
+pub use put_path::KinesisPut;
 pub use request::Ordering;
-pub use service::{Entry, KinesisPut, KinesisTransport, Put, PutOutcome, Transport};
+pub use service::{Entry, KinesisTransport, Put, PutOutcome, Transport};
 pub use writer::{DeliverError, Delivered, OutputWriter};

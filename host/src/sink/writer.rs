@@ -22,8 +22,9 @@
 
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record};
 use super::policy::{RetryPolicy, is_throttling};
+use super::put_path::KinesisPut;
 use super::request::{Landed, Ordering, Queue};
-use super::service::{Entry, KinesisPut, PutOutcome, Transport};
+use super::service::{Entry, PutOutcome, Transport};
 use super::window::Window;
 use crate::backoff::Backoff;
 use crate::kinesis::StreamRef;
