@@ -9,12 +9,14 @@
 //! stop reading and finish the batches they are delivering, then the final
 //! checkpoint is written.
 
-use crate::checkpoint::{Checkpoints, FileStore};
-use crate::config::{Config, Pipeline as PipelineConfig, ReaderKind};
+use crate::checkpoint::{Checkpoints, FileStore, Store, Stored};
+use crate::config::{Config, Pipeline as PipelineConfig, ReaderKind, StoreKind};
 use crate::kinesis::{ClientSettings, StreamRef, client};
+use crate::lease::{LeaseManager, LeaseSettings, LeaseTable};
 use crate::metrics::Metrics;
 use crate::outputs::Catalog;
 use crate::outputs::discovery::{Discovery, Member};
+use crate::ownership::{OwnAll, ShardOwnership};
 use crate::pipeline::Pipeline;
 use crate::plugin::{ArtifactCache, LivePlugin, Plugin, PluginError, PluginSpec};
 use crate::router::Router;
@@ -216,10 +218,11 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     let _plugin_watch = crate::plugin::watch(plugins.values().cloned().collect(), shutdown.clone())
         .with_context(|| format!("{file}: pipelines: watching plugin files"))?;
 
-    let store = FileStore::open(&config.checkpoint.path)
-        .with_context(|| format!("{file}: checkpoint.path"))?;
-    let checkpoints =
-        Arc::new(Checkpoints::open(store).with_context(|| format!("{file}: checkpoint.path"))?);
+    let (checkpoints, leases) = open_store(&config, &file).await?;
+    let ownership: Arc<dyn ShardOwnership> = match &leases {
+        Some(manager) => manager.clone(),
+        None => Arc::new(OwnAll::default()),
+    };
 
     let pipelines: Vec<Arc<Pipeline>> = config
         .pipelines
@@ -302,6 +305,8 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
             stats: stats.clone(),
             consumer_arn,
             budget: budget.clone(),
+            ownership: ownership.clone(),
+            handoff_drain: HANDOFF_TIMEOUT / 2,
         }));
         source_stats.push((name.clone(), stats));
     }
@@ -323,6 +328,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
         .into_registry(),
     );
     readiness.running(pipelines.clone(), checkpoints.clone());
+    let lease_loops = leases.as_ref().map(|m| m.start()).unwrap_or_default();
     let flusher = tokio::spawn(flush_loop(
         checkpoints.clone(),
         Duration::from_millis(config.checkpoint.interval_ms),
@@ -381,7 +387,15 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     deadline.abort();
     discovery.abort();
     let _ = flusher.await;
-    tokio::task::block_in_place(|| checkpoints.flush()).context("writing the final checkpoint")?;
+    checkpoints
+        .flush()
+        .await
+        .context("writing the final checkpoint")?;
+    if let Some(manager) = &leases {
+        // Every shard task ended: final positions, then the leases let go.
+        manager.release_all().await;
+    }
+    lease_loops.iter().for_each(|t| t.abort());
     tracing::info!("final checkpoint written");
     for writer in catalog.writers() {
         let s = &writer.stats;
@@ -408,6 +422,77 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     } else {
         Outcome::Halted(halted)
     })
+}
+
+/// How long a handoff's old owner has to drain its shard and write the
+/// final positions before the new owner takes the lease without them.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens the checkpoint store: the state directory's file, or the lease
+/// table (checked, or created when `create_table` allows) with the lease
+/// manager that shares the shards with other instances.
+async fn open_store(
+    config: &Config,
+    file: &str,
+) -> anyhow::Result<(Arc<Checkpoints>, Option<Arc<LeaseManager>>)> {
+    let settings = &config.checkpoint;
+    if settings.store == StoreKind::File {
+        let store =
+            FileStore::open(&settings.path).with_context(|| format!("{file}: checkpoint.path"))?;
+        let checkpoints =
+            Checkpoints::open(store).with_context(|| format!("{file}: checkpoint.path"))?;
+        return Ok((Arc::new(checkpoints), None));
+    }
+    let failover = Duration::from_millis(settings.failover_ms);
+    let client = crate::lease::client(
+        settings.region.as_deref(),
+        settings.endpoint_url.as_deref(),
+        failover,
+    )
+    .await;
+    let table = Arc::new(LeaseTable::new(client, settings.table.clone()));
+    table
+        .ensure(settings.create_table)
+        .await
+        .with_context(|| format!("{file}: checkpoint.table"))?;
+    let (_, starts) = table
+        .scan()
+        .await
+        .with_context(|| format!("{file}: checkpoint.table"))?;
+    let stored = Stored {
+        positions: Default::default(),
+        starts: starts
+            .into_iter()
+            .map(|(stream, pipeline, ms)| ((pipeline, stream), ms))
+            .collect(),
+    };
+    let checkpoints = Arc::new(Checkpoints::with_store(
+        Store::Leases(table.clone()),
+        stored,
+    ));
+    let mut pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &config.pipelines {
+        if let Some(source) = config.sources.get(&p.source) {
+            let stream = StreamRef::parse(&source.stream).short_name().to_string();
+            pipelines.entry(stream).or_default().push(p.name.clone());
+        }
+    }
+    let me = settings
+        .instance_id
+        .clone()
+        .unwrap_or_else(crate::lease::default_instance_id);
+    tracing::info!(instance = %me, table = %settings.table, failover_ms = settings.failover_ms, "sharing shards through the lease table");
+    let manager = LeaseManager::new(
+        table,
+        LeaseSettings {
+            me,
+            failover,
+            handoff_timeout: HANDOFF_TIMEOUT,
+            pipelines,
+        },
+        checkpoints.clone(),
+    );
+    Ok((checkpoints, Some(manager)))
 }
 
 fn build_pipeline(
@@ -451,11 +536,8 @@ async fn flush_loop(checkpoints: Arc<Checkpoints>, interval: Duration, shutdown:
             _ = checkpoints.changed() => {}
             _ = shutdown.requested() => return,
         }
-        let cp = checkpoints.clone();
-        match tokio::task::spawn_blocking(move || cp.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot write checkpoints; will retry"),
-            Err(e) => tracing::error!(error = %e, "checkpoint writer failed"),
+        if let Err(e) = checkpoints.flush().await {
+            tracing::error!(error = %format!("{e:#}"), "cannot write checkpoints; will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

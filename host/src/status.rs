@@ -20,8 +20,13 @@ pub struct Row {
     pub shard: String,
     pub pipeline: String,
     /// Who holds the shard: with the file store, the one process holding
-    /// the state directory's lock.
+    /// the state directory's lock; with the lease table, the lease's owner
+    /// ("-" when unowned; "new <- old" while a handoff is under way).
     pub owner: String,
+    /// Lease table: milliseconds since the lease was last renewed (by the
+    /// owner's wall clock as written; shown, never used to decide expiry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_age_ms: Option<i64>,
     /// Last acknowledged sequence number (and sub-sequence), if any.
     pub position: Option<String>,
     pub finished: bool,
@@ -42,7 +47,7 @@ pub fn rows(
     pipelines: &[String],
     shards: &[ShardInfo],
     positions: &BTreeMap<Key, Position>,
-    owner: &str,
+    owner: &dyn Fn(&str) -> (String, Option<i64>),
 ) -> Vec<Row> {
     let mut ids: Vec<(String, bool)> = shards.iter().map(|s| (s.id.clone(), s.closed)).collect();
     for (p, s, shard) in positions.keys() {
@@ -60,7 +65,8 @@ pub fn rows(
                 stream: stream.to_string(),
                 shard: shard.clone(),
                 pipeline: pipeline.clone(),
-                owner: owner.to_string(),
+                owner: owner(&shard).0,
+                lease_age_ms: owner(&shard).1,
                 position: stored.and_then(|p| {
                     p.sequence.as_ref().map(|s| match p.sub_sequence {
                         Some(sub) => format!("{s}/{sub}"),
@@ -79,11 +85,8 @@ pub fn rows(
 
 /// Reads the store and asks each source where its shards stand.
 pub async fn collect(config: &Config) -> anyhow::Result<Vec<Row>> {
-    let store = FileStore::open_read_only(&config.checkpoint.path);
-    let stored = store
-        .load()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", store.path().display()))?;
-    let owner = format!("file store {}", config.checkpoint.path.display());
+    let (positions, owners) = read_store(config).await?;
+    let file_owner = format!("file store {}", config.checkpoint.path.display());
     let mut all = Vec::new();
     for (name, source) in &config.sources {
         let pipelines: Vec<String> = config
@@ -105,12 +108,20 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<Row>> {
                 source.stream
             )
         })?;
+        let short = stream.short_name().to_string();
+        let owner = |shard: &str| match &owners {
+            None => (file_owner.clone(), None),
+            Some(owners) => owners
+                .get(&(short.clone(), shard.to_string()))
+                .cloned()
+                .unwrap_or_else(|| ("(no lease)".to_string(), None)),
+        };
         let mut rows = rows(
             name,
             &source.stream,
             &pipelines,
             &shards,
-            &stored.positions,
+            &positions,
             &owner,
         );
         for row in &mut rows {
@@ -126,6 +137,53 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<Row>> {
         all.extend(rows);
     }
     Ok(all)
+}
+
+/// (stream, shard) → (owner, lease age in ms), from the lease table.
+type Owners = BTreeMap<(String, String), (String, Option<i64>)>;
+
+/// Every stored position, and with the lease table each lease's owner.
+async fn read_store(config: &Config) -> anyhow::Result<(BTreeMap<Key, Position>, Option<Owners>)> {
+    let settings = &config.checkpoint;
+    if settings.store == crate::config::StoreKind::File {
+        let store = FileStore::open_read_only(&settings.path);
+        let stored = store
+            .load()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", store.path().display()))?;
+        return Ok((stored.positions, None));
+    }
+    let client = crate::lease::client(
+        settings.region.as_deref(),
+        settings.endpoint_url.as_deref(),
+        std::time::Duration::from_millis(settings.failover_ms),
+    )
+    .await;
+    let table = crate::lease::LeaseTable::new(client, settings.table.clone());
+    let (leases, _) = table
+        .scan()
+        .await
+        .map_err(|e| anyhow::anyhow!("checkpoint.table: {e:#}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut positions = BTreeMap::new();
+    let mut owners = Owners::new();
+    for lease in leases {
+        for (pipeline, position) in &lease.checkpoints {
+            positions.insert(
+                (pipeline.clone(), lease.stream.clone(), lease.shard.clone()),
+                position.clone(),
+            );
+        }
+        let owner = match (&lease.owner, &lease.checkpoint_owner) {
+            (Some(owner), Some(old)) => format!("{owner} <- {old}"),
+            (Some(owner), None) => owner.clone(),
+            (None, _) => "-".to_string(),
+        };
+        let age = lease.renewed_ms.map(|ms| (now - ms).max(0));
+        owners.insert((lease.stream, lease.shard), (owner, age));
+    }
+    Ok((positions, Some(owners)))
 }
 
 /// MillisBehindLatest just after `position` (the shard's start without one).
@@ -168,8 +226,8 @@ async fn lag(
 /// The table for people: one line per (shard, pipeline).
 pub fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<12} {:<24} {:<14} {:<24} {:>10} {:<9} {}\n",
-        "source", "shard", "pipeline", "owner", "lag_ms", "state", "position"
+        "{:<12} {:<24} {:<14} {:<24} {:>8} {:>10} {:<9} {}\n",
+        "source", "shard", "pipeline", "owner", "lease_ms", "lag_ms", "state", "position"
     );
     for r in rows {
         let state = if r.finished {
@@ -185,11 +243,12 @@ pub fn render(rows: &[Row]) -> String {
             (None, None) => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:<12} {:<24} {:<14} {:<24} {:>10} {:<9} {}{}\n",
+            "{:<12} {:<24} {:<14} {:<24} {:>8} {:>10} {:<9} {}{}\n",
             r.source,
             r.shard,
             r.pipeline,
             r.owner,
+            r.lease_age_ms.map_or("-".to_string(), |ms| ms.to_string()),
             lag,
             state,
             r.position.as_deref().unwrap_or("-"),
@@ -258,7 +317,9 @@ mod tests {
         );
         let pipelines = vec!["a".to_string(), "b".to_string()];
         let shards = [shard("shardId-0", true), shard("shardId-1", false)];
-        let rows = rows("src", "in", &pipelines, &shards, &positions, "me");
+        let rows = rows("src", "in", &pipelines, &shards, &positions, &|_| {
+            ("me".into(), None)
+        });
         let got: Vec<(&str, &str, Option<&str>, bool)> = rows
             .iter()
             .map(|r| {

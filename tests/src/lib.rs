@@ -641,3 +641,72 @@ impl TestDir {
         Ok(path)
     }
 }
+
+/// A DynamoDB emulator owned by one test (scripts/local-dynamodb): moto's
+/// server (the primary one) or dynalite.
+pub struct LocalDynamo {
+    pub endpoint: String,
+    dir: tempfile::TempDir,
+}
+
+impl LocalDynamo {
+    pub fn start_moto() -> Result<Self> {
+        Self::start_with("start-moto")
+    }
+
+    pub fn start_dynalite() -> Result<Self> {
+        Self::start_with("start-dynalite")
+    }
+
+    fn start_with(command: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port_pair();
+        let out = Command::new(root().join("scripts/local-dynamodb"))
+            .args([command, &port.to_string()])
+            .arg(dir.path())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running scripts/local-dynamodb")?;
+        if !out.status.success() {
+            bail!(
+                "scripts/local-dynamodb {command} failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(LocalDynamo {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            dir,
+        })
+    }
+
+    /// The lease table `name` as distributary reads it.
+    pub async fn leases(&self, name: &str) -> Result<Vec<distributary::lease::Lease>> {
+        // The host's own scan, through a client with the tests' dummy credentials.
+        let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests");
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let table = distributary::lease::LeaseTable::new(client, name.to_string());
+        Ok(table.scan().await?.0)
+    }
+}
+
+impl Drop for LocalDynamo {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/local-dynamodb"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+impl Distributary {
+    /// Sends a signal by name (`STOP`, `CONT`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+}

@@ -8,15 +8,28 @@
 //! is written at once (leading edge), later ones at the end of the interval.
 //! A crash loses at most the positions of the last interval, which means
 //! re-delivery (duplicates), never loss.
+//!
+//! Where the table is kept is the `Store`: one JSON file (`file.rs`), or the
+//! DynamoDB lease table (`lease/`), where each shard's positions are stored
+//! by the renewals of its lease (fenced: a write by an instance that lost the
+//! lease fails), and this table only holds them until then.
 
 mod file;
 
 pub use file::FileStore;
 
+/// Where checkpoints are kept.
+pub enum Store {
+    File(FileStore),
+    /// The lease table: `flush` stores only the `latest` moments; positions
+    /// go with lease renewals (`lease::LeaseManager`).
+    Leases(Arc<crate::lease::LeaseTable>),
+}
+
 use crate::record::ShardPosition;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Position {
@@ -61,7 +74,7 @@ pub struct Stored {
 }
 
 pub struct Checkpoints {
-    store: FileStore,
+    store: Store,
     table: Mutex<Stored>,
     dirty: AtomicBool,
     /// Woken when the table turns dirty (`changed`).
@@ -86,7 +99,10 @@ impl FlushHealth {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
-    fn record(&self, result: &std::io::Result<()>) {
+    fn record<T>(&self, result: &Result<(), T>)
+    where
+        T: std::fmt::Display,
+    {
         let error = match result {
             Ok(()) => {
                 self.writes.fetch_add(1, Ordering::Relaxed);
@@ -104,16 +120,21 @@ impl FlushHealth {
 }
 
 impl Checkpoints {
-    /// Opens the store (taking its lock) and loads what it holds.
+    /// Opens the file store (taking its lock) and loads what it holds.
     pub fn open(store: FileStore) -> std::io::Result<Self> {
         let table = store.load()?;
-        Ok(Checkpoints {
+        Ok(Self::with_store(Store::File(store), table))
+    }
+
+    /// A table over `store`, holding `loaded` to begin with.
+    pub fn with_store(store: Store, loaded: Stored) -> Self {
+        Checkpoints {
             store,
-            table: Mutex::new(table),
+            table: Mutex::new(loaded),
             dirty: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
             health: FlushHealth::default(),
-        })
+        }
     }
 
     /// Whether checkpoints are being written.
@@ -207,20 +228,79 @@ impl Checkpoints {
     }
 
     /// Writes the table if it changed since the last flush.
-    pub fn flush(&self) -> std::io::Result<()> {
+    pub async fn flush(self: &Arc<Self>) -> anyhow::Result<()> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
         let snapshot = match self.table.lock() {
             Ok(table) => table.clone(),
-            Err(_) => return Err(std::io::Error::other("checkpoint table lock poisoned")),
+            Err(_) => anyhow::bail!("checkpoint table lock poisoned"),
         };
-        let result = self.store.save(&snapshot);
+        let result = match &self.store {
+            Store::File(_) => {
+                let me = self.clone();
+                tokio::task::spawn_blocking(move || match &me.store {
+                    Store::File(file) => file.save(&snapshot).map_err(anyhow::Error::from),
+                    Store::Leases(_) => Ok(()),
+                })
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("checkpoint writer failed: {e}")))
+            }
+            Store::Leases(table) => self.store_starts(table, &snapshot).await,
+        };
         if result.is_err() {
             self.mark_dirty();
         }
         self.health.record(&result);
         result
+    }
+
+    /// The lease table: stores each `latest` moment (the first writer's
+    /// wins, and every instance adopts it).
+    async fn store_starts(
+        &self,
+        table: &crate::lease::LeaseTable,
+        snapshot: &Stored,
+    ) -> anyhow::Result<()> {
+        for ((pipeline, stream), ms) in &snapshot.starts {
+            let in_force = table.store_start(stream, pipeline, *ms).await?;
+            if in_force != *ms
+                && let Ok(mut t) = self.table.lock()
+            {
+                t.starts
+                    .insert((pipeline.clone(), stream.clone()), in_force);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pipeline's position in one shard.
+    pub fn shard_positions(&self, stream: &str, shard: &str) -> BTreeMap<String, Position> {
+        self.table
+            .lock()
+            .map(|t| {
+                t.positions
+                    .iter()
+                    .filter(|((_, s, sh), _)| s == stream && sh == shard)
+                    .map(|((p, _, _), position)| (p.clone(), position.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Replaces one shard's positions with `positions` (read from the lease
+    /// table): a pipeline it does not name has no position there.
+    pub fn replace_shard(&self, stream: &str, shard: &str, positions: &BTreeMap<String, Position>) {
+        if let Ok(mut t) = self.table.lock() {
+            t.positions
+                .retain(|(_, s, sh), _| !(s == stream && sh == shard));
+            for (pipeline, position) in positions {
+                t.positions.insert(
+                    (pipeline.clone(), stream.to_string(), shard.to_string()),
+                    position.clone(),
+                );
+            }
+        }
     }
 
     /// A copy of every position (for `status` and tests).
@@ -247,24 +327,25 @@ mod tests {
     #[tokio::test]
     async fn changed_wakes_on_the_first_change_after_a_flush_and_counts_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let checkpoints = Checkpoints::open(FileStore::open(dir.path()).unwrap()).unwrap();
+        let checkpoints =
+            Arc::new(Checkpoints::open(FileStore::open(dir.path()).unwrap()).unwrap());
         let quiet = tokio::time::timeout(Duration::from_millis(50), checkpoints.changed()).await;
         assert!(quiet.is_err(), "nothing changed yet");
         checkpoints.advance("p", "s", "shardId-0", &position("1"));
         tokio::time::timeout(Duration::from_secs(1), checkpoints.changed())
             .await
             .expect("a change wakes the flusher");
-        checkpoints.flush().unwrap();
+        checkpoints.flush().await.unwrap();
         assert_eq!(checkpoints.health().writes.load(Ordering::Relaxed), 1);
         // A stale wake-up may remain; the table is clean, so a flush writes nothing.
-        checkpoints.flush().unwrap();
+        checkpoints.flush().await.unwrap();
         assert_eq!(checkpoints.health().writes.load(Ordering::Relaxed), 1);
         let waiter = checkpoints.changed();
         checkpoints.advance("p", "s", "shardId-0", &position("2"));
         tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("a change while waiting wakes the flusher");
-        checkpoints.flush().unwrap();
+        checkpoints.flush().await.unwrap();
         let stored = FileStore::open_read_only(dir.path()).load().unwrap();
         assert_eq!(
             stored.positions[&("p".into(), "s".into(), "shardId-0".into())].sequence,

@@ -141,9 +141,25 @@ pub struct Checkpoint {
     pub path: PathBuf,
     #[serde(default = "default_table")]
     pub table: String,
-    /// How often acknowledged positions are written to the store.
+    /// How often acknowledged positions are written to the store (the file
+    /// store; the lease table stores them with each renewal).
     #[serde(default = "default_checkpoint_interval_ms")]
     pub interval_ms: u64,
+    /// dynamodb: the table's region (default: the AWS config chain).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// dynamodb: the table's endpoint (AWS_ENDPOINT_URL(_DYNAMODB) also work).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// dynamodb: a lease whose counter has not moved for this long is taken.
+    #[serde(default = "default_failover_ms")]
+    pub failover_ms: u64,
+    /// dynamodb: this instance's name in the lease table (default: hostname + pid).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// dynamodb: create the table (on-demand billing) when it is missing.
+    #[serde(default)]
+    pub create_table: bool,
 }
 
 impl Default for Checkpoint {
@@ -153,6 +169,11 @@ impl Default for Checkpoint {
             path: default_checkpoint_path(),
             table: default_table(),
             interval_ms: default_checkpoint_interval_ms(),
+            region: None,
+            endpoint_url: None,
+            failover_ms: default_failover_ms(),
+            instance_id: None,
+            create_table: false,
         }
     }
 }
@@ -266,6 +287,9 @@ fn default_buffer_batches() -> usize {
 }
 fn default_table() -> String {
     "distributary-leases".into()
+}
+fn default_failover_ms() -> u64 {
+    10_000
 }
 fn default_checkpoint_interval_ms() -> u64 {
     200

@@ -167,10 +167,40 @@ fn check_pattern(pattern: &str) -> Result<(), String> {
 
 fn check_checkpoint(checkpoint: &Checkpoint) -> Result<(), Problem> {
     if checkpoint.store == StoreKind::Dynamodb {
-        return Err((
-            "checkpoint.store".into(),
-            "\"dynamodb\" is not available in this version; use \"file\"".into(),
-        ));
+        if checkpoint.table.trim().is_empty() {
+            return Err((
+                "checkpoint.table".into(),
+                "must name the lease table".into(),
+            ));
+        }
+        // DynamoDB table names: 3 to 255 of [A-Za-z0-9_.-].
+        let valid = (3..=255).contains(&checkpoint.table.len())
+            && checkpoint
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !valid {
+            return Err((
+                "checkpoint.table".into(),
+                format!(
+                    "{:?} is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ . -)",
+                    checkpoint.table
+                ),
+            ));
+        }
+        if checkpoint.failover_ms < 1000 {
+            return Err((
+                "checkpoint.failover_ms".into(),
+                "must be at least 1000 (renewals run every failover_ms / 3)".into(),
+            ));
+        }
+        if checkpoint
+            .instance_id
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty())
+        {
+            return Err(("checkpoint.instance_id".into(), "must not be empty".into()));
+        }
     }
     if checkpoint.interval_ms == 0 {
         return Err(("checkpoint.interval_ms".into(), "must be at least 1".into()));

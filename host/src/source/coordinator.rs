@@ -35,6 +35,7 @@ use crate::checkpoint::Checkpoints;
 use crate::config::{Source, StartPosition, validate_timestamp};
 use crate::kinesis::StreamRef;
 use crate::kinesis::{ShardInfo, list_shards};
+use crate::ownership::{Hold, HoldState, ShardOwnership, TaskEnd};
 use crate::pipeline::{Pipeline, ShardBatch};
 use crate::record::ShardPosition;
 use crate::shutdown::Shutdown;
@@ -58,6 +59,11 @@ pub struct SourceRunner {
     pub consumer_arn: Option<String>,
     /// The process-wide memory budget every read is charged to.
     pub budget: Arc<crate::buffer::Budget>,
+    /// Which shards this instance may read (every one, or those it leases).
+    pub ownership: Arc<dyn ShardOwnership>,
+    /// How long a shard handed off to another instance may take to finish
+    /// the batch in flight before it is abandoned.
+    pub handoff_drain: Duration,
 }
 
 /// The shared reader of a shard: GetRecords, or an enhanced fan-out subscription.
@@ -110,6 +116,7 @@ impl SourceRunner {
             tokio::time::interval(Duration::from_secs(self.config.shard_discovery_interval_s));
         let mut backoff = Backoff::kinesis();
         let (closed_tx, closed) = tokio::sync::watch::channel(HashSet::new());
+        let mut ownership = self.ownership.subscribe();
         // Set once shutdown is seen, so that branch does not fire again (it
         // would resolve at once on every turn and spin while tasks drain).
         let mut draining = false;
@@ -130,16 +137,23 @@ impl SourceRunner {
                         }
                     };
                     running.remove(&shard);
+                    let task_end = match end {
+                        ShardEnd::Finished => TaskEnd::Finished,
+                        ShardEnd::Stopped => TaskEnd::Stopped,
+                    };
+                    self.ownership.ended(self.stream_key(), &shard, task_end);
                     if let ShardEnd::Finished = end {
                         tracing::info!(source = %self.name, %shard, "shard read to its end");
                         discover.reset_immediately();
                     }
                 }
+                Ok(()) = ownership.changed(), if !self.shutdown.is_requested() => {}
                 _ = discover.tick(), if !self.shutdown.is_requested() => {
                     match list_shards(&self.client, &self.stream).await {
                         Ok(list) => {
                             backoff.reset();
                             let known = shards.len();
+                            self.ownership.listed(self.stream_key(), &list);
                             shards = list.into_iter().map(|s| (s.id.clone(), s)).collect();
                             closed_tx.send_replace(
                                 shards.values().filter(|s| s.closed).map(|s| s.id.clone()).collect(),
@@ -191,14 +205,10 @@ impl SourceRunner {
         }
         let mut backoff = Backoff::kinesis();
         loop {
-            let checkpoints = self.checkpoints.clone();
-            match tokio::task::spawn_blocking(move || checkpoints.flush()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(error)) => {
-                    tracing::error!(source = %self.name, %error, "cannot store where `latest` starts; not reading until it is stored");
-                }
+            match self.checkpoints.flush().await {
+                Ok(()) => break,
                 Err(error) => {
-                    tracing::error!(source = %self.name, %error, "checkpoint writer failed")
+                    tracing::error!(source = %self.name, error = %format!("{error:#}"), "cannot store where `latest` starts; not reading until it is stored");
                 }
             }
             tokio::select! {
@@ -277,13 +287,17 @@ impl SourceRunner {
                     done.insert(shard.id.clone());
                 }
                 ShardPlan::Read { shared, lanes } => {
+                    // Only a shard this instance holds (its lease, with the lease store).
+                    let Some(hold) = self.ownership.start(self.stream_key(), &shard.id) else {
+                        continue;
+                    };
                     running.insert(shard.id.clone());
                     let me = self.clone();
                     let id = shard.id.clone();
                     let closed = closed.clone();
                     tracing::info!(source = %self.name, shard = %id, start = ?shared, "reading shard");
                     tasks.spawn(async move {
-                        let end = me.run_shard(id.clone(), shared, lanes, closed).await;
+                        let end = me.run_shard(id.clone(), shared, lanes, closed, hold).await;
                         (id, end)
                     });
                 }
@@ -297,8 +311,10 @@ impl SourceRunner {
         start: StartAt,
         lane_starts: Vec<LaneStart>,
         closed: tokio::sync::watch::Receiver<HashSet<String>>,
+        hold: Hold,
     ) -> ShardEnd {
         let stream = self.stream_key().to_string();
+        let (stop, stop_forwarder) = shard_stop(&self.shutdown, &hold, self.handoff_drain);
         let calls = self.stats.get_records_counter(&shard_id);
         let setup = {
             let (client, stream, shard, limit, poll, calls, deaggregate, budget) = (
@@ -352,7 +368,7 @@ impl SourceRunner {
             let (stats, shard) = (self.stats.clone(), shard_id.clone());
             move |ms| stats.set_millis_behind(&shard, ms)
         };
-        let read_ahead = tokio::spawn(read_loop(tip, tx, self.shutdown.clone(), behind));
+        let read_ahead = tokio::spawn(read_loop(tip, tx, stop.clone(), behind));
         let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
         let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
         let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
@@ -379,7 +395,8 @@ impl SourceRunner {
                 stream: stream.clone(),
                 shard_id: shard_arc.clone(),
                 checkpoints: self.checkpoints.clone(),
-                shutdown: self.shutdown.clone(),
+                shutdown: stop.clone(),
+                hold: hold.clone(),
                 position,
                 initial,
                 read: setup.clone(),
@@ -414,7 +431,7 @@ impl SourceRunner {
                         }),
                         end,
                     });
-                    self.publish(&mut queues, published).await;
+                    self.publish(&mut queues, published, &stop).await;
                     if end {
                         // Nothing more to read; attached lanes finish with their queues.
                         reading = false;
@@ -426,13 +443,21 @@ impl SourceRunner {
                 }
                 Some(joined) = lanes.join_next() => {
                     ends.push(joined.unwrap_or_else(|e| {
-                        tracing::error!(source = %self.name, shard = %shard_id, error = %e, "a pipeline lane failed");
+                        if !e.is_cancelled() {
+                            tracing::error!(source = %self.name, shard = %shard_id, error = %e, "a pipeline lane failed");
+                        }
                         LaneEnd::Stopped
                     }));
                 }
+                _ = hold.lost() => {
+                    // Another instance may own the shard now: stop writing at once.
+                    tracing::warn!(source = %self.name, shard = %shard_id, "lease lost; stopping the shard at once");
+                    lanes.abort_all();
+                    reading = false;
+                }
                 else => break,
             }
-            if reading && queues.iter().all(Option::is_none) && !self.shutdown.is_requested() {
+            if reading && queues.iter().all(Option::is_none) && !stop.is_requested() {
                 // Every live lane is catching up on its own reader: pause the
                 // shared one until one rejoins (or all end).
                 tokio::select! {
@@ -447,6 +472,10 @@ impl SourceRunner {
             }
         }
         read_ahead.abort();
+        stop_forwarder.abort();
+        if hold.state() == HoldState::Lost {
+            return ShardEnd::Stopped;
+        }
         let finished = ends
             .iter()
             .all(|e| matches!(e, LaneEnd::Finished | LaneEnd::Halted))
@@ -466,6 +495,7 @@ impl SourceRunner {
         &self,
         queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
         published: Arc<Published>,
+        stop: &Shutdown,
     ) {
         let mut full = Vec::new();
         let mut delivered = 0usize;
@@ -491,13 +521,47 @@ impl SourceRunner {
             let Some(queue) = &queues[i] else { continue };
             let sent = tokio::select! {
                 sent = queue.send(published.clone()) => sent.is_ok(),
-                _ = self.shutdown.requested() => false,
+                _ = stop.requested() => false,
             };
             if !sent {
                 queues[i] = None;
             }
         }
     }
+}
+
+/// The stop signal of one shard's task: requested with the process's
+/// shutdown or when the lease is handed off (the batch in flight finishes),
+/// abandoned with the process's, when the lease is lost, or `drain` after a
+/// handoff began.
+fn shard_stop(
+    shutdown: &Shutdown,
+    hold: &Hold,
+    drain: Duration,
+) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    let stop = Shutdown::new();
+    let (shutdown, hold, task_stop) = (shutdown.clone(), hold.clone(), stop.clone());
+    let forwarder = tokio::spawn(async move {
+        let handoff = tokio::select! {
+            _ = shutdown.requested() => false,
+            state = hold.released() => state == HoldState::Handoff,
+        };
+        task_stop.request();
+        let drained = async {
+            if handoff {
+                tokio::time::sleep(drain).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = shutdown.abandoned() => {}
+            _ = hold.lost() => {}
+            _ = drained => tracing::warn!("handoff: the batch in flight did not finish in time; abandoning it"),
+        }
+        task_stop.abandon();
+    });
+    (stop, forwarder)
 }
 
 /// Lets a catching-up lane back onto the shared reader if nothing was

@@ -74,7 +74,12 @@ pub struct Lane {
     pub stream: String,
     pub shard_id: Arc<str>,
     pub checkpoints: Arc<Checkpoints>,
+    /// The shard's stop signal: the process's shutdown, or the lease passing
+    /// on (handoff: a batch boundary; lost: at once, through `abandon`).
     pub shutdown: Shutdown,
+    /// The right to read and write the shard (self-fencing: checked before
+    /// every batch).
+    pub hold: crate::ownership::Hold,
     /// The last record acknowledged (records up to it are skipped).
     pub position: Option<ShardPosition>,
     /// Where its own reader starts while it has no position (`start.rs`).
@@ -112,7 +117,7 @@ impl Lane {
 
     /// Processes the part of `batch` after our position; checkpoints it.
     async fn take(&mut self, batch: &ShardBatch, end: bool) -> Step {
-        if self.shutdown.is_requested() {
+        if self.shutdown.is_requested() || !self.hold.is_valid() {
             return Step::End(LaneEnd::Stopped);
         }
         let start = match &self.position {

@@ -1,0 +1,420 @@
+//! Several instances share one source through the DynamoDB lease table
+//! (`checkpoint.store = "dynamodb"`): kinesalite for Kinesis (16 shards
+//! polled by 3 or 4 instances), moto's server (and dynalite) for DynamoDB.
+//! Every output is read back and compared with what was written.
+
+use distributary_e2e::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SHARDS: i32 = 16;
+const OUTPUTS: usize = 3;
+const FAILOVER_MS: u64 = 3000;
+const TABLE: &str = "distributary-leases";
+
+struct Cluster {
+    kinesis: LocalKinesis,
+    dynamo: LocalDynamo,
+    client: aws_sdk_kinesis::Client,
+    dir: TestDir,
+}
+
+impl Cluster {
+    async fn start(dynamo: LocalDynamo) -> Cluster {
+        let kinesis = LocalKinesis::start_kinesalite().unwrap();
+        let client = kinesis.client().await;
+        create_stream(&client, "input", SHARDS).await.unwrap();
+        for i in 0..OUTPUTS {
+            create_stream(&client, &format!("out-{i}"), 2)
+                .await
+                .unwrap();
+        }
+        Cluster {
+            kinesis,
+            dynamo,
+            client,
+            dir: TestDir::new().unwrap(),
+        }
+    }
+
+    fn config(&self, instance: &str) -> PathBuf {
+        let (kin, dyn_) = (&self.kinesis.endpoint, &self.dynamo.endpoint);
+        let mut text = format!(
+            "[sources.input]\nstream = \"input\"\nendpoint_url = \"{kin}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
+        );
+        for i in 0..OUTPUTS {
+            text.push_str(&format!(
+                "[outputs.o{i}]\nstream = \"out-{i}\"\nendpoint_url = \"{kin}\"\n\n"
+            ));
+        }
+        let names: Vec<String> = (0..OUTPUTS).map(|i| format!("\"o{i}\"")).collect();
+        text.push_str(&format!(
+            "[checkpoint]\nstore = \"dynamodb\"\ntable = \"{TABLE}\"\nendpoint_url = \"{dyn_}\"\nfailover_ms = {FAILOVER_MS}\ninstance_id = \"{instance}\"\ncreate_table = true\npath = \"state-{instance}\"\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [{}]\n",
+            names.join(", ")
+        ));
+        self.dir
+            .write_config(&format!("{instance}.toml"), &text)
+            .unwrap()
+    }
+
+    fn instance(&self, name: &str) -> Distributary {
+        Distributary::start(&self.config(name)).unwrap()
+    }
+
+    /// Owner → number of unfinished leases it holds (None: unowned).
+    async fn owners(&self) -> BTreeMap<Option<String>, usize> {
+        let mut counts = BTreeMap::new();
+        for lease in self.dynamo.leases(TABLE).await.unwrap_or_default() {
+            *counts.entry(lease.owner.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Waits until `ok` holds for the owner counts; returns how long it took.
+    async fn wait_owners(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&BTreeMap<Option<String>, usize>) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let owners = self.owners().await;
+            if ok(&owners) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what}: not within {timeout:?}; owners now {owners:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads every output back: each record of `expected`, in key order.
+    async fn check_outputs(&self, expected: &[Rec], duplicates_allowed: bool) -> usize {
+        let mut duplicates = 0;
+        for i in 0..OUTPUTS {
+            let stream = format!("out-{i}");
+            let got = wait_for_settled(
+                &self.client,
+                &stream,
+                expected.len(),
+                Duration::from_secs(90),
+            )
+            .await
+            .unwrap();
+            duplicates += got.len().saturating_sub(expected.len());
+            if duplicates_allowed {
+                assert_at_least_once_in_key_order(&stream, expected, &got);
+            } else {
+                assert_exactly_once_in_key_order(&stream, expected, &got);
+            }
+        }
+        duplicates
+    }
+}
+
+impl Drop for Cluster {
+    /// With DISTRIBUTARY_TEST_KEEP_LOGS=DIR, the instances' logs are copied there.
+    fn drop(&mut self) {
+        let Ok(keep) = std::env::var("DISTRIBUTARY_TEST_KEEP_LOGS") else {
+            return;
+        };
+        let _ = std::fs::create_dir_all(&keep);
+        if let Ok(entries) = std::fs::read_dir(self.dir.dir.path()) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    let _ =
+                        std::fs::copy(&path, std::path::Path::new(&keep).join(entry.file_name()));
+                }
+            }
+        }
+    }
+}
+
+/// Spread within one: every instance in `names` holds 5 or 6 of 16, none unowned.
+fn spread(names: &[&str]) -> impl Fn(&BTreeMap<Option<String>, usize>) -> bool {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    move |owners| {
+        let counts: Vec<usize> = names
+            .iter()
+            .map(|n| owners.get(&Some(n.clone())).copied().unwrap_or(0))
+            .collect();
+        let total: usize = counts.iter().sum();
+        total == SHARDS as usize
+            && counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1
+    }
+}
+
+/// Writes `records` in the background, 100 per call, paced so events land mid-stream.
+fn write_slowly(client: aws_sdk_kinesis::Client, records: Vec<Rec>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for chunk in records.chunks(100) {
+            put_all(&client, "input", chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn status(config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(distributary_bin())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run distributary status: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_fails_when_the_lease_table_cannot_be_read() {
+    let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    // No instance ran: the table does not exist.
+    let out = status(&cluster.config("i0"));
+    assert!(!out.status.success(), "a missing lease table is an error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checkpoint.table"), "{stderr}");
+}
+
+fn logs(instances: &[&Distributary]) -> String {
+    instances
+        .iter()
+        .map(|d| d.log_text())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
+async fn three_instances_spread_and_deliver_exactly_once(dynamo: LocalDynamo) {
+    let cluster = Cluster::start(dynamo).await;
+    let records = numbered_records(3000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    let instances = [
+        cluster.instance("i0"),
+        cluster.instance("i1"),
+        cluster.instance("i2"),
+    ];
+    let took = cluster
+        .wait_owners(
+            "16 shards spread over 3 instances",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    println!("spread 5/5/6 after {took:?}");
+    writer.await.unwrap();
+    cluster.check_outputs(&records, false).await;
+    // `status` reads the lease table: every shard, owned by one of the three.
+    let out = status(&cluster.config("i0"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), SHARDS as usize, "{rows:?}");
+    for row in &rows {
+        let owner = row["owner"].as_str().unwrap_or_default();
+        assert!(["i0", "i1", "i2"].contains(&owner), "{row}");
+        assert!(row["position"].is_string(), "{row}");
+        assert!(
+            row["lease_age_ms"].as_i64().is_some_and(|ms| ms < 10_000),
+            "{row}"
+        );
+    }
+    for instance in instances {
+        instance.stop_cleanly();
+    }
+    let owners = cluster.owners().await;
+    assert_eq!(
+        owners.keys().collect::<Vec<_>>(),
+        [&None],
+        "SIGTERM releases every lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_spread_and_deliver_exactly_once_on_moto() {
+    three_instances_spread_and_deliver_exactly_once(LocalDynamo::start_moto().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_spread_and_deliver_exactly_once_on_dynalite() {
+    three_instances_spread_and_deliver_exactly_once(LocalDynamo::start_dynalite().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_s_shards_are_taken_within_two_failover_periods() {
+    let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    let i0 = cluster.instance("i0");
+    let i1 = cluster.instance("i1");
+    let i2 = cluster.instance("i2");
+    cluster
+        .wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    let records = numbered_records(4000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    i2.kill().unwrap();
+    let took = cluster
+        .wait_owners(
+            "the killed instance's leases taken",
+            Duration::from_millis(FAILOVER_MS * 2) + Duration::from_secs(2),
+            spread(&["i0", "i1"]),
+        )
+        .await;
+    writer.await.unwrap();
+    let duplicates = cluster.check_outputs(&records, true).await;
+    println!(
+        "kill -9: leases taken after {took:?}; {duplicates} duplicates over {OUTPUTS} outputs"
+    );
+    assert!(
+        took <= Duration::from_millis(FAILOVER_MS * 2),
+        "taken after {took:?}, more than 2 × failover_ms\n{}",
+        logs(&[&i0, &i1])
+    );
+    i0.stop_cleanly();
+    i1.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_leases_for_the_others_with_nothing_lost_or_duplicated() {
+    let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    let i0 = cluster.instance("i0");
+    let i1 = cluster.instance("i1");
+    let i2 = cluster.instance("i2");
+    cluster
+        .wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    let records = numbered_records(4000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stopped = Instant::now();
+    i2.stop_cleanly();
+    let took = cluster
+        .wait_owners(
+            "the stopped instance's leases taken",
+            Duration::from_millis(FAILOVER_MS * 2),
+            spread(&["i0", "i1"]),
+        )
+        .await;
+    println!(
+        "SIGTERM: exited after {:?}, leases taken {took:?} later",
+        stopped.elapsed() - took
+    );
+    writer.await.unwrap();
+    cluster.check_outputs(&records, false).await;
+    assert!(
+        took < Duration::from_millis(FAILOVER_MS),
+        "released leases wait for one scan, not for expiry: {took:?}"
+    );
+    i0.stop_cleanly();
+    i1.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_instance_gets_leases_by_handoff_with_nothing_lost_or_duplicated() {
+    let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    let instances = [
+        cluster.instance("i0"),
+        cluster.instance("i1"),
+        cluster.instance("i2"),
+    ];
+    cluster
+        .wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    let records = numbered_records(4000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let i3 = cluster.instance("i3");
+    let took = cluster
+        .wait_owners(
+            "4 instances spread",
+            Duration::from_secs(60),
+            |owners: &BTreeMap<Option<String>, usize>| {
+                let counts: Vec<usize> = ["i0", "i1", "i2", "i3"]
+                    .iter()
+                    .map(|n| owners.get(&Some(n.to_string())).copied().unwrap_or(0))
+                    .collect();
+                counts.iter().sum::<usize>() == SHARDS as usize
+                    && counts.iter().all(|c| (3..=5).contains(c))
+            },
+        )
+        .await;
+    println!("join: the 4th instance holds its share after {took:?}");
+    writer.await.unwrap();
+    cluster.check_outputs(&records, false).await;
+    let log = i3.log_text();
+    assert!(
+        log.contains("handoff of a lease to this instance started"),
+        "the 4th instance took its leases by handoff\n{log}"
+    );
+    for instance in instances {
+        instance.stop_cleanly();
+    }
+    i3.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_fences_itself_and_the_others_own_its_shards() {
+    let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    let i0 = cluster.instance("i0");
+    let i1 = cluster.instance("i1");
+    let i2 = cluster.instance("i2");
+    cluster
+        .wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    let records = numbered_records(4000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    i2.signal("STOP");
+    cluster
+        .wait_owners(
+            "the frozen instance's leases taken",
+            Duration::from_millis(FAILOVER_MS * 3),
+            spread(&["i0", "i1"]),
+        )
+        .await;
+    i2.signal("CONT");
+    // Resumed: it must notice that it lost them, not take them back by force.
+    tokio::time::sleep(Duration::from_millis(FAILOVER_MS)).await;
+    writer.await.unwrap();
+    let duplicates = cluster.check_outputs(&records, true).await;
+    println!("SIGSTOP past failover_ms: {duplicates} duplicates over {OUTPUTS} outputs");
+    let log = i2.log_text();
+    assert!(
+        log.contains("self-fencing") || log.contains("lease lost"),
+        "the resumed instance fenced itself\n{log}"
+    );
+    for d in [i0, i1, i2] {
+        d.stop_cleanly();
+    }
+}
