@@ -16,6 +16,9 @@
 //!   packed across lanes by the ordering rule, a window of them in flight,
 //!   retries of failed entries only.
 //! - [`checkpoint`]: acknowledged positions per pipeline and shard, flushed to the store.
+//! - [`lease`] and [`ownership`]: several instances share the shards of a
+//!   source through a DynamoDB lease table; the coordinator reads only the
+//!   shards its store lets it hold.
 //! - [`run`]: wires it all together and handles shutdown; [`server`] answers
 //!   `/healthz`, `/readyz` and `/metrics` ([`metrics`]: per pipeline, plugin,
 //!   output and source shard).

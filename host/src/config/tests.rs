@@ -125,3 +125,27 @@ fn type_and_enum_errors_name_the_full_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_lease_table_settings_are_checked_offline() {
+    let with = |lines: &str| format!("{MINIMAL}\n[checkpoint]\nstore = \"dynamodb\"\n{lines}\n");
+    let c = Config::parse(Path::new("c.toml"), &with("")).unwrap();
+    assert_eq!(c.checkpoint.store, StoreKind::Dynamodb);
+    assert_eq!(c.checkpoint.table, "distributary-leases");
+    assert_eq!(c.checkpoint.failover_ms, 10_000);
+    assert!(!c.checkpoint.create_table);
+    for (lines, key) in [
+        ("table = \"no spaces\"", "checkpoint.table"),
+        ("table = \"ab\"", "checkpoint.table"),
+        ("failover_ms = 10", "checkpoint.failover_ms"),
+        ("instance_id = \" \"", "checkpoint.instance_id"),
+    ] {
+        let err = Config::parse(Path::new("c.toml"), &with(lines))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("c.toml: {key}:")),
+            "{lines}: {err}"
+        );
+    }
+}
