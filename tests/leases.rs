@@ -3,6 +3,7 @@
 //! polled by 3 or 4 instances), moto's server (and dynalite) for DynamoDB.
 //! Every output is read back and compared with what was written.
 
+use distributary_e2e::fault::FaultProxy;
 use distributary_e2e::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,15 +17,23 @@ const TABLE: &str = "distributary-leases";
 struct Cluster {
     kinesis: LocalKinesis,
     dynamo: LocalDynamo,
+    /// Where the instances reach the lease table (the emulator, or a proxy).
+    table_endpoint: String,
     client: aws_sdk_kinesis::Client,
     dir: TestDir,
+    /// Appended to the source's section.
+    extra_source: &'static str,
 }
 
 impl Cluster {
+    /// kinesalite with a 16-shard source.
     async fn start(dynamo: LocalDynamo) -> Cluster {
-        let kinesis = LocalKinesis::start_kinesalite().unwrap();
+        Self::start_on(LocalKinesis::start_kinesalite().unwrap(), dynamo, SHARDS).await
+    }
+
+    async fn start_on(kinesis: LocalKinesis, dynamo: LocalDynamo, shards: i32) -> Cluster {
         let client = kinesis.client().await;
-        create_stream(&client, "input", SHARDS).await.unwrap();
+        create_stream(&client, "input", shards).await.unwrap();
         for i in 0..OUTPUTS {
             create_stream(&client, &format!("out-{i}"), 2)
                 .await
@@ -32,16 +41,19 @@ impl Cluster {
         }
         Cluster {
             kinesis,
+            table_endpoint: dynamo.endpoint.clone(),
             dynamo,
             client,
             dir: TestDir::new().unwrap(),
+            extra_source: "",
         }
     }
 
     fn config(&self, instance: &str) -> PathBuf {
-        let (kin, dyn_) = (&self.kinesis.endpoint, &self.dynamo.endpoint);
+        let (kin, dyn_) = (&self.kinesis.endpoint, &self.table_endpoint);
+        let extra = self.extra_source;
         let mut text = format!(
-            "[sources.input]\nstream = \"input\"\nendpoint_url = \"{kin}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n\n"
+            "[sources.input]\nstream = \"input\"\nendpoint_url = \"{kin}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n{extra}\n"
         );
         for i in 0..OUTPUTS {
             text.push_str(&format!(
@@ -97,14 +109,7 @@ impl Cluster {
         let mut duplicates = 0;
         for i in 0..OUTPUTS {
             let stream = format!("out-{i}");
-            let got = wait_for_settled(
-                &self.client,
-                &stream,
-                expected.len(),
-                Duration::from_secs(90),
-            )
-            .await
-            .unwrap();
+            let got = wait_for_every(&self.client, &stream, expected).await;
             duplicates += got.len().saturating_sub(expected.len());
             if duplicates_allowed {
                 assert_at_least_once_in_key_order(&stream, expected, &got);
@@ -122,30 +127,60 @@ impl Drop for Cluster {
         let Ok(keep) = std::env::var("DISTRIBUTARY_TEST_KEEP_LOGS") else {
             return;
         };
+        let keep =
+            std::path::Path::new(&keep).join(self.dir.dir.path().file_name().unwrap_or_default());
         let _ = std::fs::create_dir_all(&keep);
         if let Ok(entries) = std::fs::read_dir(self.dir.dir.path()) {
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.extension().is_some_and(|e| e == "log") {
-                    let _ =
-                        std::fs::copy(&path, std::path::Path::new(&keep).join(entry.file_name()));
+                    let _ = std::fs::copy(&path, keep.join(entry.file_name()));
                 }
             }
         }
     }
 }
 
+/// Waits (bounded) until `stream` holds every one of `expected` (a count
+/// is not enough when duplicates are allowed), then a second more for late
+/// duplicates; returns what it holds.
+async fn wait_for_every(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    expected: &[Rec],
+) -> Vec<ReadRec> {
+    let want: std::collections::HashSet<&Rec> = expected.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = read_all(client, stream).await.unwrap();
+        let present: std::collections::HashSet<&Rec> = got.iter().map(|r| &r.rec).collect();
+        if want.iter().all(|r| present.contains(r)) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return read_all(client, stream).await.unwrap();
+        }
+        if Instant::now() > deadline {
+            // Let the assertion name what is missing.
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Spread within one: every instance in `names` holds 5 or 6 of 16, none unowned.
 fn spread(names: &[&str]) -> impl Fn(&BTreeMap<Option<String>, usize>) -> bool {
+    spread_of(names, SHARDS as usize)
+}
+
+/// Every one of `total` leases held, by `names`, within one of each other.
+fn spread_of(names: &[&str], total: usize) -> impl Fn(&BTreeMap<Option<String>, usize>) -> bool {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     move |owners| {
         let counts: Vec<usize> = names
             .iter()
             .map(|n| owners.get(&Some(n.clone())).copied().unwrap_or(0))
             .collect();
-        let total: usize = counts.iter().sum();
-        total == SHARDS as usize
-            && counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1
+        let held: usize = counts.iter().sum();
+        held == total && counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1
     }
 }
 
@@ -416,5 +451,126 @@ async fn a_frozen_instance_fences_itself_and_the_others_own_its_shards() {
     );
     for d in [i0, i1, i2] {
         d.stop_cleanly();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_and_a_merge_under_three_instances_keep_parents_before_children() {
+    // kinesis-local: ListShards with parents, as real Kinesis; 4 shards.
+    let cluster = Cluster::start_on(
+        LocalKinesis::start().unwrap(),
+        LocalDynamo::start_moto().unwrap(),
+        4,
+    )
+    .await;
+    let mut cluster = cluster;
+    // Small reads keep the instances behind the producer, so parents still
+    // hold unread records when their children fill.
+    cluster.extra_source = "max_records_per_read = 25\n";
+    let records = numbered_records(2400, 48, "");
+    let (first, rest) = records.split_at(800);
+    let (second, third) = rest.split_at(800);
+    put_all(&cluster.client, "input", first).await.unwrap();
+    let instances = [
+        cluster.instance("i0"),
+        cluster.instance("i1"),
+        cluster.instance("i2"),
+    ];
+    wait_for_count(&cluster.client, "out-0", 50, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let before = split_in_half(&cluster.client, "input", 0).await.unwrap();
+    put_all(&cluster.client, "input", second).await.unwrap();
+    cluster
+        .client
+        .merge_shards()
+        .stream_name("input")
+        .shard_to_merge(&before[2])
+        .adjacent_shard_to_merge(&before[3])
+        .send()
+        .await
+        .unwrap();
+    wait_active(&cluster.client, "input").await.unwrap();
+    put_all(&cluster.client, "input", third).await.unwrap();
+    let duplicates = cluster.check_outputs(&records, true).await;
+    println!("split + merge under 3 instances: {duplicates} duplicates over {OUTPUTS} outputs");
+    let leases = cluster.dynamo.leases(TABLE).await.unwrap();
+    assert_eq!(
+        leases.len(),
+        7,
+        "4 parents, 2 split children, 1 merge child"
+    );
+    let finished = leases
+        .iter()
+        .filter(|l| l.finished_for(["p"].into_iter()))
+        .count();
+    assert_eq!(finished, 3, "the closed parents are SHARD_END: {leases:?}");
+    for instance in instances {
+        instance.stop_cleanly();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_table_errors_within_the_margin_keep_every_lease_and_throttling_loses_nothing() {
+    let mut cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
+    let proxy = FaultProxy::start(&cluster.dynamo.endpoint, 0.0)
+        .await
+        .unwrap();
+    cluster.table_endpoint = proxy.endpoint.clone();
+    let instances = [
+        cluster.instance("i0"),
+        cluster.instance("i1"),
+        cluster.instance("i2"),
+    ];
+    cluster
+        .wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    let records = numbered_records(4000, 200, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    // Every lease-table call fails for 300 ms, five times: shorter than the
+    // margin left after a missed renewal period (failover/2 - failover/3 =
+    // 500 ms, less the 100 ms retry interval and a call's latency).
+    for _ in 0..5 {
+        proxy.set_call_failure_rate(1.0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.set_call_failure_rate(0.0);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let failed = proxy
+        .calls_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    for (name, instance) in ["i0", "i1", "i2"].iter().zip(&instances) {
+        let log = instance.log_text();
+        assert!(
+            !log.contains("self-fencing") && !log.contains("lease lost"),
+            "{name} lost a lease to errors shorter than the margin\n{log}"
+        );
+    }
+    // Then a third of all calls throttled for 5 s: leases may move, nothing is lost.
+    proxy.set_call_failure_rate(0.33);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.set_call_failure_rate(0.0);
+    writer.await.unwrap();
+    let duplicates = cluster.check_outputs(&records, true).await;
+    println!(
+        "lease table faults: {failed} calls failed in the short outages, {} in all; {duplicates} duplicates",
+        proxy
+            .calls_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(failed > 0, "the proxy failed calls");
+    cluster
+        .wait_owners(
+            "every lease held again",
+            Duration::from_secs(30),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    for instance in instances {
+        instance.stop_cleanly();
     }
 }

@@ -11,7 +11,12 @@
 //! leave every call unanswered while it is stalled (`set_stalled`), as a
 //! network that drops packets does; and answer every call only after a fixed
 //! delay (`set_delay`), as real Kinesis does (10-30 ms a round trip) where
-//! the emulators answer in about 1 ms.
+//! the emulators answer in about 1 ms. In front of any other AWS JSON or
+//! query API (DynamoDB, STS) it can throttle a share of every call
+//! (`set_call_failure_rate`: 400 ProvisionedThroughputExceededException, in
+//! the protocol's own error shape), and it keeps what the tests inspect:
+//! each call's Authorization header and the bodies of calls and answers
+//! (`seen`).
 
 use anyhow::Result;
 use base64::Engine as _;
@@ -34,7 +39,20 @@ pub struct FaultProxy {
     reject_data: Arc<Mutex<Option<Vec<u8>>>>,
     pub injected: Arc<AtomicU64>,
     pub put_calls: Arc<AtomicU64>,
+    call_failure_rate: Arc<AtomicU64>,
+    /// Calls answered with an injected throttling error.
+    pub calls_failed: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One call through the proxy, as the tests inspect it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub authorization: String,
+    pub target: String,
+    pub body: String,
+    pub answer: String,
 }
 
 impl Drop for FaultProxy {
@@ -52,9 +70,27 @@ struct State {
     client: Client<HttpConnector, Full<Bytes>>,
     injected: Arc<AtomicU64>,
     put_calls: Arc<AtomicU64>,
+    call_failure_rate: Arc<AtomicU64>,
+    calls_failed: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// At most this many calls are kept for `seen` (the first ones).
+const SEEN_KEPT: usize = 2000;
+
 impl FaultProxy {
+    /// Changes the share of all calls (any API) answered with a throttling
+    /// error instead of being forwarded (0.0 to 1.0).
+    pub fn set_call_failure_rate(&self, rate: f64) {
+        self.call_failure_rate
+            .store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The calls seen so far (the first 2,000).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Changes the share of PutRecords entries failed from now on (0.0 to 1.0).
     pub fn set_fail_rate(&self, rate: f64) {
         self.fail_rate.store(rate.to_bits(), Ordering::Relaxed);
@@ -93,7 +129,13 @@ impl FaultProxy {
         let reject_data = Arc::new(Mutex::new(None));
         let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let call_failure_rate = Arc::new(AtomicU64::new(0f64.to_bits()));
+        let calls_failed = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
+            call_failure_rate: call_failure_rate.clone(),
+            calls_failed: calls_failed.clone(),
+            seen: seen.clone(),
             delay_ms: delay_ms.clone(),
             upstream: upstream.trim_end_matches('/').to_string(),
             fail_rate: fail_rate.clone(),
@@ -128,6 +170,9 @@ impl FaultProxy {
             reject_data,
             injected,
             put_calls,
+            call_failure_rate,
+            calls_failed,
+            seen,
             task,
         })
     }
@@ -153,12 +198,53 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if target.ends_with(".PutRecords")
+    let rate = f64::from_bits(state.call_failure_rate.load(Ordering::Relaxed));
+    if rate > 0.0 && fastrand::f64() < rate {
+        state.calls_failed.fetch_add(1, Ordering::Relaxed);
+        let kind = if target.starts_with("DynamoDB_") {
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
+        } else {
+            "ProvisionedThroughputExceededException"
+        };
+        return Ok(error_response_typed(
+            400,
+            kind,
+            "Rate exceeded (injected by the test proxy)",
+        ));
+    }
+    let authorization = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let request_text = String::from_utf8_lossy(&body).into_owned();
+    let response = if target.ends_with(".PutRecords")
         && let Ok(request) = serde_json::from_slice::<Value>(&body)
     {
-        return Ok(put_records_with_faults(&state, &parts, request).await);
+        put_records_with_faults(&state, &parts, request).await
+    } else {
+        forward(&state, &parts, body).await
+    };
+    let keep = state.seen.lock().is_ok_and(|s| s.len() < SEEN_KEPT);
+    if !keep {
+        return Ok(response);
     }
-    Ok(forward(&state, &parts, body).await)
+    let (response_parts, response_body) = response.into_parts();
+    let bytes = response_body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Ok(mut seen) = state.seen.lock() {
+        seen.push(Seen {
+            authorization,
+            target,
+            body: request_text,
+            answer: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    Ok(Response::from_parts(response_parts, Full::new(bytes)))
 }
 
 async fn forward(

@@ -492,6 +492,11 @@ pub struct Distributary {
 impl Distributary {
     /// Starts `distributary run --config <config>`, logging to `<config>.log` (appending).
     pub fn start(config: &Path) -> Result<Self> {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. an STS endpoint).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let bin = distributary_bin();
         if !bin.is_file() {
             bail!(
@@ -515,6 +520,7 @@ impl Distributary {
                 "RUST_LOG",
                 std::env::var("DISTRIBUTARY_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()

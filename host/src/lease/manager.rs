@@ -2,7 +2,7 @@
 //! loops that keep them (renewer, taker, self-fencing watchdog), and the
 //! coordinator's `ShardOwnership` over them.
 //!
-//! - **Renewer**, every `failover / 3` (every 250 ms while a renewal is
+//! - **Renewer**, every `failover / 3` (every 100 ms while a renewal is
 //!   failing): one conditional UpdateItem per held lease, storing the
 //!   shard's positions when they moved since the last write. A failed
 //!   condition is read back: a handoff to another instance (this one drains
@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
+
+/// How soon a failed renewal or final write is tried again.
+const RETRY: Duration = Duration::from_millis(100);
 
 pub struct LeaseSettings {
     /// This instance's name in the table.
@@ -182,8 +185,10 @@ impl LeaseManager {
                 self.follow_pending().await;
                 (failing, settling)
             };
+            // A failed renewal is retried soon: the margin before self-fencing
+            // (failover/2) leaves failover/6 after a missed period.
             let wait = if failing || settling {
-                interval.min(Duration::from_millis(250))
+                interval.min(RETRY)
             } else {
                 interval
             };

@@ -41,7 +41,9 @@ pub async fn client(
                 .operation_timeout(attempt * 2)
                 .build(),
         )
-        .retry_config(RetryConfig::standard().with_max_attempts(2));
+        // No retries inside the SDK (its backoff could outlast the margin):
+        // the renewer retries every 100 ms itself.
+        .retry_config(RetryConfig::standard().with_max_attempts(1));
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
