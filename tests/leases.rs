@@ -23,6 +23,8 @@ struct Cluster {
     dir: TestDir,
     /// Appended to the source's section.
     extra_source: &'static str,
+    /// Where instance i0 serves /metrics.
+    metrics_port: u16,
 }
 
 impl Cluster {
@@ -46,6 +48,7 @@ impl Cluster {
             client,
             dir: TestDir::new().unwrap(),
             extra_source: "",
+            metrics_port: free_port_pair(),
         }
     }
 
@@ -65,6 +68,12 @@ impl Cluster {
             "[checkpoint]\nstore = \"dynamodb\"\ntable = \"{TABLE}\"\nendpoint_url = \"{dyn_}\"\nfailover_ms = {FAILOVER_MS}\ninstance_id = \"{instance}\"\ncreate_table = true\npath = \"state-{instance}\"\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [{}]\n",
             names.join(", ")
         ));
+        if instance == "i0" {
+            text.push_str(&format!(
+                "\n[server]\nlisten = \"127.0.0.1:{}\"\n",
+                self.metrics_port
+            ));
+        }
         self.dir
             .write_config(&format!("{instance}.toml"), &text)
             .unwrap()
@@ -243,6 +252,12 @@ async fn three_instances_spread_and_deliver_exactly_once(dynamo: LocalDynamo) {
     println!("spread 5/5/6 after {took:?}");
     writer.await.unwrap();
     cluster.check_outputs(&records, false).await;
+    let text = scrape_metrics(cluster.metrics_port).expect("i0 serves /metrics");
+    let held = metric(&text, "distributary_leases_held{instance=\"i0\"}");
+    assert!(
+        held.is_some_and(|n| (5.0..=6.0).contains(&n)),
+        "leases held by i0: {held:?}\n{text}"
+    );
     // `status` reads the lease table: every shard, owned by one of the three.
     let out = status(&cluster.config("i0"));
     assert!(

@@ -115,30 +115,55 @@ impl std::fmt::Display for StreamRef {
     }
 }
 
+/// What a Kinesis error code means for the call that got it: one table for
+/// the SDK path and the direct PutRecords path (`sink/direct.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The stream is gone (ResourceNotFoundException).
+    Gone,
+    /// The request (or a record in it) can never be accepted.
+    Invalid,
+    /// Refused for access or encryption reasons: retrying does not help
+    /// until someone changes a policy or key.
+    Rejected,
+    /// Throttling, ExpiredToken, 5xx, KMSThrottling, LimitExceeded, and
+    /// codes not known here: worth retrying.
+    Transient,
+}
+
+pub fn error_class(code: &str) -> ErrorClass {
+    match code {
+        "ResourceNotFoundException" => ErrorClass::Gone,
+        "InvalidArgumentException" | "ValidationException" | "SerializationException" => {
+            ErrorClass::Invalid
+        }
+        "AccessDeniedException"
+        | "KMSAccessDeniedException"
+        | "KMSDisabledException"
+        | "KMSInvalidStateException"
+        | "KMSNotFoundException"
+        | "KMSOptInRequired"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken" => ErrorClass::Rejected,
+        _ => ErrorClass::Transient,
+    }
+}
+
 /// Whether an SDK error is worth retrying (throttling, 5xx, timeouts, connection
-/// loss) rather than a request that can never succeed (validation, access).
+/// loss, a stream not found yet) rather than a request that can never succeed
+/// (validation, access).
 pub fn is_transient<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata,
 {
     use aws_sdk_kinesis::error::SdkError;
     match err {
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("");
-            !matches!(
-                code,
-                "InvalidArgumentException"
-                    | "ValidationException"
-                    | "AccessDeniedException"
-                    | "KMSAccessDeniedException"
-                    | "KMSDisabledException"
-                    | "KMSInvalidStateException"
-                    | "KMSNotFoundException"
-                    | "KMSOptInRequired"
-                    | "UnrecognizedClientException"
-                    | "InvalidSignatureException"
-            )
-        }
+        SdkError::ServiceError(service) => matches!(
+            error_class(service.err().code().unwrap_or("")),
+            ErrorClass::Transient | ErrorClass::Gone
+        ),
         SdkError::ConstructionFailure(_) => false,
         _ => true,
     }
@@ -151,10 +176,9 @@ where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata,
 {
     match err {
-        aws_sdk_kinesis::error::SdkError::ServiceError(service) => matches!(
-            service.err().code(),
-            Some("InvalidArgumentException" | "ValidationException")
-        ),
+        aws_sdk_kinesis::error::SdkError::ServiceError(service) => {
+            error_class(service.err().code().unwrap_or("")) == ErrorClass::Invalid
+        }
         _ => false,
     }
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub checkpoints: Arc<crate::checkpoint::Checkpoints>,
     /// The memory budget of records read and not yet settled.
     pub budget: Arc<crate::buffer::Budget>,
+    /// With the lease table: this instance's leases.
+    pub leases: Option<Arc<crate::lease::LeaseManager>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -366,6 +368,27 @@ impl Collector for Metrics {
             "Reads that waited for room in the memory budget",
             vec![(vec![], self.budget.waits())],
         )?;
+        if let Some(leases) = &self.leases {
+            let me: Labels = vec![("instance", leases.instance_id().to_string())];
+            gauges(
+                &mut encoder,
+                "distributary_leases_held",
+                "Source shard leases this instance holds (checkpoint.store = \"dynamodb\")",
+                vec![(me.clone(), leases.held() as i64)],
+            )?;
+            counters(
+                &mut encoder,
+                "distributary_leases_taken",
+                "Leases this instance took (free, expired, released, or by handoff)",
+                vec![(me.clone(), load(&leases.taken))],
+            )?;
+            counters(
+                &mut encoder,
+                "distributary_leases_lost",
+                "Leases this instance gave up without a final write (taken by another, or not renewed within failover_ms / 2)",
+                vec![(me, load(&leases.lost))],
+            )?;
+        }
         Ok(())
     }
 }

@@ -324,6 +324,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
             sources: source_stats,
             checkpoints: checkpoints.clone(),
             budget: budget.clone(),
+            leases: leases.clone(),
         }
         .into_registry(),
     );

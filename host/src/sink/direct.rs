@@ -16,8 +16,8 @@
 //!
 //! The pure parts (body, answer, error class) are functions tested below.
 
-use super::service::{Entry, Put, PutOutcome, Transport};
-use crate::kinesis::{ATTEMPT_TIMEOUT, StreamRef};
+use super::service::{Entry, PutOutcome, Transport, answered, entry_result};
+use crate::kinesis::{ATTEMPT_TIMEOUT, ErrorClass, StreamRef};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesis::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
@@ -38,6 +38,8 @@ pub struct DirectTransport {
     http: HttpClient<Connector, Full<Bytes>>,
     /// The resolved endpoint, e.g. `https://kinesis.us-east-1.amazonaws.com`.
     uri: http::Uri,
+    /// `uri` as text, as the signer wants it (computed once).
+    uri_text: String,
     host: String,
     region: String,
     credentials: SharedCredentialsProvider,
@@ -80,6 +82,7 @@ impl DirectTransport {
         };
         Ok(DirectTransport {
             http: shared_http_client()?,
+            uri_text: uri.to_string(),
             uri,
             host,
             region,
@@ -138,7 +141,7 @@ impl DirectTransport {
         ];
         let signable = SignableRequest::new(
             "POST",
-            self.uri.to_string(),
+            self.uri_text.as_str(),
             headers.iter().copied(),
             SignableBody::Bytes(&body),
         )
@@ -297,27 +300,20 @@ pub fn answer(body: &[u8], n: usize) -> PutOutcome {
         Ok(a) => a,
         Err(e) => return PutOutcome::Transient(format!("PutRecords: cannot read the answer: {e}")),
     };
-    if parsed.records.len() != n {
-        return PutOutcome::Transient(format!(
-            "PutRecords answered {} results for {n} entries",
-            parsed.records.len()
-        ));
-    }
-    PutOutcome::Answered(
+    answered(
         parsed
             .records
             .into_iter()
-            .map(|r| match r.error_code {
-                Some(code) => Err(format!(
-                    "{code}: {}",
-                    r.error_message.as_deref().unwrap_or("")
-                )),
-                None => Ok(Put {
-                    shard: r.shard.unwrap_or_default(),
-                    sequence: r.sequence.unwrap_or_default(),
-                }),
+            .map(|r| {
+                entry_result(
+                    r.error_code,
+                    r.error_message.as_deref(),
+                    r.shard,
+                    r.sequence,
+                )
             })
             .collect(),
+        n,
     )
 }
 
@@ -352,24 +348,11 @@ pub fn classify(status: http::StatusCode, code: &str, message: &str) -> PutOutco
     } else {
         format!("{code}: {message}")
     };
-    match code {
-        "ResourceNotFoundException" => PutOutcome::Gone(text),
-        "InvalidArgumentException" | "ValidationException" | "SerializationException" => {
-            PutOutcome::Invalid(text)
-        }
-        "AccessDeniedException"
-        | "KMSAccessDeniedException"
-        | "KMSDisabledException"
-        | "KMSInvalidStateException"
-        | "KMSNotFoundException"
-        | "KMSOptInRequired"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken" => PutOutcome::Rejected(text),
-        // Throttling, ExpiredToken (credentials are fetched again), 5xx,
-        // KMSThrottling, LimitExceeded, and codes not known here.
-        _ => PutOutcome::Transient(text),
+    match crate::kinesis::error_class(code) {
+        ErrorClass::Gone => PutOutcome::Gone(text),
+        ErrorClass::Invalid => PutOutcome::Invalid(text),
+        ErrorClass::Rejected => PutOutcome::Rejected(text),
+        ErrorClass::Transient => PutOutcome::Transient(text),
     }
 }
 
@@ -387,6 +370,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::service::Put;
 
     fn entry(data: &[u8], key: &str, ehk: Option<&str>) -> Entry {
         Entry {

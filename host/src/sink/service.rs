@@ -84,35 +84,54 @@ impl Transport for KinesisTransport {
             .set_stream_arn(stream.arn().map(str::to_string))
             .set_records(Some(entries));
         match call.send().await {
-            Ok(out) => {
-                let results: Vec<Result<Put, String>> = out
-                    .records
+            Ok(out) => answered(
+                out.records
                     .into_iter()
-                    .map(|r| match r.error_code {
-                        Some(code) => Err(format!(
-                            "{code}: {}",
-                            r.error_message.as_deref().unwrap_or("")
-                        )),
-                        None => Ok(Put {
-                            shard: r.shard_id.unwrap_or_default(),
-                            sequence: r.sequence_number.unwrap_or_default(),
-                        }),
+                    .map(|r| {
+                        entry_result(
+                            r.error_code,
+                            r.error_message.as_deref(),
+                            r.shard_id,
+                            r.sequence_number,
+                        )
                     })
-                    .collect();
-                if results.len() != n {
-                    return PutOutcome::Transient(format!(
-                        "PutRecords answered {} results for {n} entries",
-                        results.len()
-                    ));
-                }
-                PutOutcome::Answered(results)
-            }
+                    .collect(),
+                n,
+            ),
             Err(err) if is_not_found(&err) => PutOutcome::Gone(describe(&err)),
             Err(err) if is_transient(&err) => PutOutcome::Transient(describe(&err)),
             Err(err) if is_invalid_input(&err) => PutOutcome::Invalid(describe(&err)),
             Err(err) => PutOutcome::Rejected(describe(&err)),
         }
     }
+}
+
+/// One entry of a PutRecords answer: where it was written, or its error
+/// (`code: message`). Shared by the SDK and the direct path.
+pub fn entry_result(
+    error_code: Option<String>,
+    error_message: Option<&str>,
+    shard: Option<String>,
+    sequence: Option<String>,
+) -> Result<Put, String> {
+    match error_code {
+        Some(code) => Err(format!("{code}: {}", error_message.unwrap_or(""))),
+        None => Ok(Put {
+            shard: shard.unwrap_or_default(),
+            sequence: sequence.unwrap_or_default(),
+        }),
+    }
+}
+
+/// The per-entry results of an answer, which must hold one per entry sent.
+pub fn answered(results: Vec<Result<Put, String>>, n: usize) -> PutOutcome {
+    if results.len() != n {
+        return PutOutcome::Transient(format!(
+            "PutRecords answered {} results for {n} entries",
+            results.len()
+        ));
+    }
+    PutOutcome::Answered(results)
 }
 
 /// The SDK's PutRecords entry of `entry`.
