@@ -467,13 +467,34 @@ impl LeaseManager {
         self.notify_changed();
     }
 
+    /// Takes a lease seen at `seen`, then confirms it with a renewal (owner
+    /// and counter as just written) before holding it: a take is only
+    /// believed once a second conditional write on it succeeded. On DynamoDB
+    /// the take alone is enough; emulators whose conditional writes are not
+    /// atomic under concurrency (moto's server) can let two takers both
+    /// succeed, and then only the last writer's confirmation passes.
     async fn try_take(&self, key: &str, seen: u64) {
-        let sent = Instant::now();
-        match self.table.take(key, seen, &self.settings.me).await {
-            Ok(Some(lease)) => self.adopt(lease, sent),
-            Ok(None) => tracing::debug!(lease = %key, "lease taken by another instance first"),
+        let me = &self.settings.me;
+        let taken = match self.table.take(key, seen, me).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::debug!(lease = %key, "lease taken by another instance first");
+                return;
+            }
             Err(error) => {
-                tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot take a lease")
+                tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot take a lease");
+                return;
+            }
+        };
+        let sent = Instant::now();
+        match self.table.renew(key, taken.counter, me, None, false).await {
+            Ok(Some(confirmed)) => self.adopt(confirmed, sent),
+            Ok(None) => {
+                tracing::warn!(lease = %key, "a take was not confirmed (another instance wrote the lease at the same moment); not reading it")
+            }
+            // Not held, but ours in the table: taken again at the next scan.
+            Err(error) => {
+                tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot confirm a take; retrying at the next scan")
             }
         }
     }
