@@ -19,17 +19,21 @@
 //! - [`lease`] and [`ownership`]: several instances share the shards of a
 //!   source through a DynamoDB lease table; the coordinator reads only the
 //!   shards its store lets it hold.
-//! - [`run`]: wires it all together and handles shutdown; [`server`] answers
+//! - [`run`]: wires it all together and handles shutdown; [`reload`] applies
+//!   a changed configuration file while running (SIGHUP, `--watch-config`);
+//!   [`server`] answers
 //!   `/healthz`, `/readyz` and `/metrics` ([`metrics`]: per pipeline, plugin,
 //!   output and source shard).
 //!
 //! Off the data path: [`dry_run`] (`distributary route`: a plugin over sample
 //! records, offline) and [`status`] (`distributary status`: owner, position
-//! and lag per shard and pipeline).
+//! and lag per shard and pipeline), and [`scaffold`] (`distributary plugin
+//! new`: a plugin project from the embedded templates).
 //!
 //! Support: [`buffer`] (the memory budget of records read and not yet
 //! settled), [`kinesis`] (clients, stream references, error classes),
-//! [`backoff`] (capped jittered exponential backoff), [`record`] (record shapes),
+//! [`backoff`] (capped jittered exponential backoff), [`log_limit`] (one
+//! warning per interval in a failure storm), [`record`] (record shapes),
 //! [`shutdown`] (the shared stop signal, and the drain's deadline),
 //! [`startup`] (start-up calls that wait out an outage).
 
@@ -41,14 +45,17 @@ pub mod dry_run;
 pub mod kinesis;
 pub mod kpl;
 pub mod lease;
+pub mod log_limit;
 pub mod metrics;
 pub mod outputs;
 pub mod ownership;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
+pub mod reload;
 pub mod router;
 pub mod run;
+pub mod scaffold;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

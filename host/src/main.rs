@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use distributary::config::Config;
 use distributary::run::{
-    Outcome, discovers_outputs, load_plugins, precheck_discovering_plugins, run,
+    Outcome, RunOptions, discovers_outputs, load_plugins, precheck_discovering_plugins, run,
 };
 use distributary::shutdown::Shutdown;
 use std::path::PathBuf;
@@ -16,8 +16,18 @@ use std::process::ExitCode;
     about = "Fan out Kinesis streams to N streams, routed by WASM plugins"
 )]
 struct Cli {
+    /// Log lines as text, or as one JSON object per line (fields such as
+    /// pipeline, source, shard and output as keys).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -26,6 +36,11 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Apply the configuration file again whenever it changes (it is
+        /// always read again on SIGHUP); a file that is not valid is logged
+        /// and the running configuration stays.
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Validate the configuration and its plugins; print the resolved pipelines.
     Check {
@@ -65,23 +80,63 @@ enum Command {
         /// Wall-clock cap of one plugin call, milliseconds.
         #[arg(long, default_value_t = 5000)]
         batch_timeout_ms: u64,
+        /// Run again whenever the plugin file or the input file changes
+        /// (needs --input); stop with Ctrl-C.
+        #[arg(long, requires = "input")]
+        watch: bool,
+    },
+    /// Plugin authoring: `plugin new NAME` scaffolds a project.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Creates a plugin project (template, sample records, a test) and
+    /// prints the commands to build and dry-run it.
+    New {
+        /// The plugin's name (lowercase letters, digits, '-', '_').
+        name: String,
+        #[arg(long, value_enum, default_value_t = distributary::scaffold::Lang::Rust)]
+        lang: distributary::scaffold::Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust: the path of the distributary-plugin-sdk crate (default: the
+        /// repository, by git).
+        #[arg(long)]
+        sdk: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
             }),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run_command(&config),
+        Command::Run {
+            config,
+            watch_config,
+        } => run_command(&config, RunOptions { watch_config }),
         Command::Status { config, json } => status_command(&config, json),
         Command::Route {
             plugin,
@@ -90,8 +145,9 @@ fn main() -> ExitCode {
             input,
             memory_mb,
             batch_timeout_ms,
-        } => route_command(
-            distributary::plugin::PluginSpec {
+            watch,
+        } => {
+            let spec = distributary::plugin::PluginSpec {
                 pipeline: "dry-run".into(),
                 path: plugin,
                 config_json: plugin_config,
@@ -100,9 +156,113 @@ fn main() -> ExitCode {
                     memory_mb,
                     batch_timeout_ms,
                 },
+            };
+            match (watch, input.as_deref()) {
+                (true, Some(input)) => route_watch(&spec, input),
+                _ => route_command(spec, input.as_deref()),
+            }
+        }
+        Command::Plugin {
+            action:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => plugin_new(&name, lang, dir, sdk.as_deref()),
+    }
+}
+
+fn plugin_new(
+    name: &str,
+    lang: distributary::scaffold::Lang,
+    dir: Option<PathBuf>,
+    sdk: Option<&str>,
+) -> ExitCode {
+    use distributary::scaffold;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    match scaffold::plan(name, lang, sdk).and_then(|s| scaffold::write(&dir, &s).map(|()| s)) {
+        Ok(s) => {
+            println!("created {} ({} files). Next:", dir.display(), s.files.len());
+            for command in &s.next {
+                println!("  {command}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `route --watch`: the dry run, then again after every change of the
+/// plugin or the input file (150 ms quiet), until interrupted.
+fn route_watch(spec: &distributary::plugin::PluginSpec, input: &std::path::Path) -> ExitCode {
+    use notify::Watcher;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(event.paths);
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: cannot watch files: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let files = [spec.path.clone(), input.to_path_buf()];
+    let names: Vec<_> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+        .collect();
+    for file in &files {
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+            eprintln!("error: {}: cannot watch: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    }
+    loop {
+        let code = route_command(spec.clone(), Some(input));
+        eprintln!(
+            "--- {} ({}); watching {} and {} for changes",
+            if code == ExitCode::SUCCESS {
+                "ok"
+            } else {
+                "failed"
             },
-            input.as_deref(),
-        ),
+            spec.path.display(),
+            spec.path.display(),
+            input.display()
+        );
+        // Wait for an event on one of the two files, then for quiet.
+        loop {
+            match rx.recv() {
+                Ok(paths)
+                    if paths
+                        .iter()
+                        .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n))) =>
+                {
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => return ExitCode::FAILURE,
+            }
+        }
+        while rx
+            .recv_timeout(std::time::Duration::from_millis(150))
+            .is_ok()
+        {}
+        eprintln!("--- changed: routing again");
     }
 }
 
@@ -272,7 +432,7 @@ fn status_command(path: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-fn run_command(path: &std::path::Path) -> ExitCode {
+fn run_command(path: &std::path::Path, options: RunOptions) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -284,7 +444,7 @@ fn run_command(path: &std::path::Path) -> ExitCode {
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
         tokio::spawn(signals(shutdown.clone()));
-        match run(config, shutdown).await {
+        match run(config, shutdown, options).await {
             Ok(Outcome::Stopped) => ExitCode::SUCCESS,
             Ok(Outcome::Halted(names)) => {
                 eprintln!("error: pipelines halted: {}", names.join(", "));

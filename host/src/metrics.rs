@@ -22,14 +22,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Everything `/metrics` reports on.
-pub struct Metrics {
+/// What the running configuration has now: replaced by each live reload.
+pub struct MetricsView {
     pub pipelines: Vec<Arc<Pipeline>>,
     pub plugins: BTreeMap<String, Arc<LivePlugin>>,
     /// Every output writer, named and discovered (read at each scrape).
     pub outputs: Arc<Catalog>,
     /// (source name, its read counters)
     pub sources: Vec<(String, Arc<SourceStats>)>,
+}
+
+/// Live configuration changes (`reload/`).
+#[derive(Debug)]
+pub struct ConfigStats {
+    /// 1 at start, +1 per change applied.
+    pub version: AtomicU64,
+    pub reloads: AtomicU64,
+    /// Files refused: unreadable, invalid, a plugin that does not load, a
+    /// stream that does not exist, or a change that needs a restart.
+    pub reload_failures: AtomicU64,
+}
+
+impl Default for ConfigStats {
+    fn default() -> Self {
+        ConfigStats {
+            version: AtomicU64::new(1),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Everything `/metrics` reports on.
+pub struct Metrics {
+    pub view: Arc<arc_swap::ArcSwap<MetricsView>>,
+    pub config: Arc<ConfigStats>,
     /// The checkpoint store's flush health.
     pub checkpoints: Arc<crate::checkpoint::Checkpoints>,
     /// The memory budget of records read and not yet settled.
@@ -41,7 +68,7 @@ pub struct Metrics {
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
-            .field("pipelines", &self.pipelines.len())
+            .field("pipelines", &self.view.load().pipelines.len())
             .finish()
     }
 }
@@ -119,9 +146,10 @@ fn per_source_shard<T>(
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let view = self.view.load_full();
         let pipeline = |p: &Pipeline| vec![("pipeline", p.name.clone())];
         let per_pipeline = |f: &dyn Fn(&Pipeline) -> u64| -> Vec<(Labels, u64)> {
-            self.pipelines.iter().map(|p| (pipeline(p), f(p))).collect()
+            view.pipelines.iter().map(|p| (pipeline(p), f(p))).collect()
         };
         counters(
             &mut encoder,
@@ -129,7 +157,7 @@ impl Collector for Metrics {
             "Source records handed to the pipeline's router",
             per_pipeline(&|p| load(&p.stats.records_in)),
         )?;
-        let routed = self
+        let routed = view
             .pipelines
             .iter()
             .flat_map(|p| {
@@ -159,7 +187,7 @@ impl Collector for Metrics {
             "Records the router sent to no output",
             per_pipeline(&|p| load(&p.stats.dropped)),
         )?;
-        let deleted = self
+        let deleted = view
             .pipelines
             .iter()
             .flat_map(|p| {
@@ -202,12 +230,12 @@ impl Collector for Metrics {
             &mut encoder,
             "distributary_pipeline_halted",
             "1 when the pipeline has halted (on_error = halt)",
-            self.pipelines
+            view.pipelines
                 .iter()
                 .map(|p| (pipeline(p), i64::from(p.is_halted())))
                 .collect(),
         )?;
-        let lag = self
+        let lag = view
             .pipelines
             .iter()
             .flat_map(|p| {
@@ -225,7 +253,7 @@ impl Collector for Metrics {
         )?;
 
         let per_plugin = |f: &dyn Fn(&LivePlugin) -> u64| -> Vec<(Labels, u64)> {
-            self.plugins
+            view.plugins
                 .iter()
                 .map(|(name, p)| (vec![("pipeline", name.clone())], f(p)))
                 .collect()
@@ -258,7 +286,7 @@ impl Collector for Metrics {
             per_plugin(&|p| load(&p.stats.call_failures)),
         )?;
 
-        let writers = self.outputs.writers();
+        let writers = view.outputs.writers();
         let per_output = |f: &dyn Fn(&OutputWriter) -> u64| -> Vec<(Labels, u64)> {
             writers
                 .iter()
@@ -305,8 +333,8 @@ impl Collector for Metrics {
                 .collect(),
         )?;
 
-        let get_records = per_source_shard(&self.sources, |stats| stats.get_records());
-        let behind = per_source_shard(&self.sources, |stats| stats.millis_behind());
+        let get_records = per_source_shard(&view.sources, |stats| stats.get_records());
+        let behind = per_source_shard(&view.sources, |stats| stats.millis_behind());
         gauges(
             &mut encoder,
             "distributary_source_millis_behind_latest",
@@ -323,13 +351,13 @@ impl Collector for Metrics {
             &mut encoder,
             "distributary_source_efo_subscription_conflicts",
             "SubscribeToShard calls answered ResourceInUseException (another subscription holds the shard)",
-            per_source_shard(&self.sources, |stats| stats.efo_conflicts()),
+            per_source_shard(&view.sources, |stats| stats.efo_conflicts()),
         )?;
         gauges(
             &mut encoder,
             "distributary_source_efo_polling_fallback",
             "1 while an enhanced fan-out shard is read with GetRecords because its subscription is held elsewhere",
-            per_source_shard(&self.sources, |stats| stats.efo_fallbacks()),
+            per_source_shard(&view.sources, |stats| stats.efo_fallbacks()),
         )?;
         let health = self.checkpoints.health();
         counters(
@@ -367,6 +395,24 @@ impl Collector for Metrics {
             "distributary_buffer_waits",
             "Reads that waited for room in the memory budget",
             vec![(vec![], self.budget.waits())],
+        )?;
+        gauges(
+            &mut encoder,
+            "distributary_config_version",
+            "The configuration serving now: 1 at start, +1 per change applied (reload)",
+            vec![(vec![], load(&self.config.version) as i64)],
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_config_reloads",
+            "Configuration changes applied live (SIGHUP or --watch-config)",
+            vec![(vec![], load(&self.config.reloads))],
+        )?;
+        counters(
+            &mut encoder,
+            "distributary_config_reload_failures",
+            "Configuration files refused (invalid, or needing a restart); the running configuration stayed",
+            vec![(vec![], load(&self.config.reload_failures))],
         )?;
         if let Some(leases) = &self.leases {
             let me: Labels = vec![("instance", leases.instance_id().to_string())];

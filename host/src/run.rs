@@ -10,26 +10,33 @@
 //! checkpoint is written.
 
 use crate::checkpoint::{Checkpoints, FileStore, Store, Stored};
-use crate::config::{Config, Pipeline as PipelineConfig, ReaderKind, StoreKind};
-use crate::kinesis::{ClientSettings, StreamRef, client};
+use crate::config::{Config, Pipeline as PipelineConfig, StoreKind};
+use crate::kinesis::StreamRef;
 use crate::lease::{LeaseManager, LeaseSettings, LeaseTable};
-use crate::metrics::Metrics;
+use crate::metrics::{ConfigStats, Metrics};
 use crate::outputs::Catalog;
-use crate::outputs::discovery::{Discovery, Member};
 use crate::ownership::{OwnAll, ShardOwnership};
 use crate::pipeline::Pipeline;
 use crate::plugin::{ArtifactCache, LivePlugin, Plugin, PluginError, PluginSpec};
+use crate::reload::{Generation, RunContext};
 use crate::router::Router;
 use crate::server::{Readiness, serve};
 use crate::shutdown::Shutdown;
 use crate::sink::OutputWriter;
-use crate::source::efo;
-use crate::source::{SourceRunner, SourceStats};
 use crate::startup::{StartFailure, until_reachable};
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How `run` behaves beyond the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Apply the configuration file again whenever it changes (it is
+    /// always read again on SIGHUP).
+    pub watch_config: bool,
+}
 
 /// How a run ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -120,7 +127,7 @@ pub fn plugin_spec(p: &PipelineConfig, outputs: Vec<String>) -> Option<PluginSpe
 
 /// Checks that the stream exists (for sources; outputs are checked by the
 /// `Catalog`); waits while its endpoint does not answer.
-async fn check_stream_exists(
+pub(crate) async fn check_stream_exists(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     (what, key): (&str, &str),
@@ -143,7 +150,7 @@ async fn check_stream_exists(
 
 /// Streams a pipeline must never write to, even if a pattern matches them:
 /// its source and its dead-letter stream (short names).
-fn never_write_to(config: &Config, p: &PipelineConfig) -> Vec<String> {
+pub(crate) fn never_write_to(config: &Config, p: &PipelineConfig) -> Vec<String> {
     let source = config
         .sources
         .get(&p.source)
@@ -159,8 +166,12 @@ fn never_write_to(config: &Config, p: &PipelineConfig) -> Vec<String> {
 
 /// Runs until shutdown (see the module doc). A shutdown that comes while
 /// start-up still waits for an endpoint is a clean stop: nothing was read.
-pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
-    match run_started(config, shutdown).await {
+pub async fn run(
+    config: Config,
+    shutdown: Shutdown,
+    options: RunOptions,
+) -> anyhow::Result<Outcome> {
+    match run_started(config, shutdown, options).await {
         Err(e) if crate::startup::is_interrupted(&e) => {
             tracing::info!(reason = %format!("{e:#}"), "stopped before start-up finished");
             Ok(Outcome::Stopped)
@@ -169,7 +180,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> 
     }
 }
 
-async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outcome> {
+async fn run_started(
+    config: Config,
+    shutdown: Shutdown,
+    options: RunOptions,
+) -> anyhow::Result<Outcome> {
     let file = config.file.display().to_string();
     let readiness = Arc::new(Readiness::default());
     let metrics_slot: crate::server::MetricsSlot = Arc::default();
@@ -186,167 +201,58 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
         }
         None => None,
     };
-    // Plugins first, offline: a plugin that does not compile, link or accept
-    // its config stops the run before any request. Those of pipelines that
-    // discover outputs are `init`ed once their streams are listed.
+    // Plugins first, offline: a plugin that does not compile, link or
+    // accept its config stops the run before any request.
     let cache = ArtifactCache::new(config.checkpoint.path.join("plugin-cache"));
-    let mut plugins = tokio::task::block_in_place(|| {
-        for warning in precheck_discovering_plugins(&config, Some(&cache))? {
-            tracing::debug!(%warning, "plugin init with the configured output names");
-        }
-        load_plugins(&config, Some(&cache), |p| {
-            (!discovers_outputs(&config, p)).then(|| p.outputs.clone())
-        })
-    })?;
-    let catalog = Arc::new(Catalog::open(&config, &readiness, &shutdown).await?);
-    let initial: BTreeMap<String, Vec<Arc<OutputWriter>>> = config
-        .pipelines
-        .iter()
-        .map(|p| {
-            let writers = catalog.expand(&p.outputs, &never_write_to(&config, p));
-            (p.name.clone(), writers)
-        })
-        .collect();
-    plugins.extend(tokio::task::block_in_place(|| {
-        load_plugins(&config, Some(&cache), |p| {
-            let writers = initial
-                .get(&p.name)
-                .filter(|_| discovers_outputs(&config, p))?;
-            Some(writers.iter().map(|w| w.name.clone()).collect())
-        })
-    })?);
-    let _plugin_watch = crate::plugin::watch(plugins.values().cloned().collect(), shutdown.clone())
-        .with_context(|| format!("{file}: pipelines: watching plugin files"))?;
-
+    let plugins = Generation::load_plugins(None, &config, None, &cache)?;
     let (checkpoints, leases) = open_store(&config, &file).await?;
     let ownership: Arc<dyn ShardOwnership> = match &leases {
         Some(manager) => manager.clone(),
         None => Arc::new(OwnAll::default()),
     };
-
-    let pipelines: Vec<Arc<Pipeline>> = config
-        .pipelines
-        .iter()
-        .map(|p| {
-            let outputs = initial.get(&p.name).cloned().unwrap_or_default();
-            build_pipeline(p, &plugins, outputs, &catalog)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let discovery = Discovery {
-        catalog: catalog.clone(),
-        members: config
-            .pipelines
-            .iter()
-            .zip(&pipelines)
-            .filter(|(p, _)| p.outputs.iter().any(|o| catalog.is_pattern(o)))
-            .map(|(p, pipeline)| Member {
-                pipeline: pipeline.clone(),
-                configured: p.outputs.clone(),
-                exclude: never_write_to(&config, p),
-            })
-            .collect(),
+    let context = RunContext {
+        cache,
+        checkpoints: checkpoints.clone(),
+        leases: leases.clone(),
+        ownership,
+        budget: crate::buffer::Budget::new(config.buffer.max_bytes),
+        readiness: readiness.clone(),
         shutdown: shutdown.clone(),
+        handoff_drain: HANDOFF_TIMEOUT / 2,
     };
-
-    let budget = crate::buffer::Budget::new(config.buffer.max_bytes);
-    let mut sources = Vec::new();
-    let mut source_stats = Vec::new();
-    for (name, source) in &config.sources {
-        let on_source: Vec<Arc<Pipeline>> = pipelines
-            .iter()
-            .filter(|p| &p.source == name)
-            .cloned()
-            .collect();
-        if on_source.is_empty() {
-            tracing::warn!(source = %name, "no pipeline reads this source; not reading it");
-            continue;
-        }
-        let settings = ClientSettings {
-            region: source.region.clone(),
-            endpoint_url: source.endpoint_url.clone(),
-            ..Default::default()
-        };
-        let client = client(&settings).await;
-        let stream = StreamRef::parse(&source.stream);
-        check_stream_exists(
-            &client,
-            &stream,
-            (
-                &format!("sources.{name}"),
-                &format!("{file}: sources.{name}"),
-            ),
-            &readiness,
-            &shutdown,
-        )
-        .await?;
-        let consumer_arn = match source.reader {
-            ReaderKind::Polling => None,
-            ReaderKind::Efo => {
-                let key = format!("{file}: sources.{name}.efo_consumer_name");
-                let stream_arn = efo::stream_arn(&client, &stream)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-                let arn = efo::consumer_arn(&client, &stream_arn, &source.efo_consumer_name)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-                tracing::info!(source = %name, consumer = %arn, "reading with enhanced fan-out");
-                Some(arn)
-            }
-        };
-        let stats = Arc::new(SourceStats::default());
-        sources.push(Arc::new(SourceRunner {
-            name: Arc::from(name.as_str()),
-            stream,
-            client,
-            config: source.clone(),
-            pipelines: on_source,
-            checkpoints: checkpoints.clone(),
-            shutdown: shutdown.clone(),
-            stats: stats.clone(),
-            consumer_arn,
-            budget: budget.clone(),
-            ownership: ownership.clone(),
-            handoff_drain: HANDOFF_TIMEOUT / 2,
-        }));
-        source_stats.push((name.clone(), stats));
-    }
-
+    // Outputs, the plugins of pipelines that discover outputs, pipelines and
+    // source streams: everything that can fail, before any record is read.
+    let mut generation = Generation::build(None, config, None, plugins, &context).await?;
+    let mut closing = generation.commit(None, &context);
     tracing::info!(
-        pipelines = pipelines.len(),
-        sources = sources.len(),
+        pipelines = generation.pipelines.len(),
+        sources = generation.sources.len(),
         "distributary running"
     );
+    let view = Arc::new(ArcSwap::from_pointee(generation.view()));
+    let config_stats = Arc::new(ConfigStats::default());
     let _ = metrics_slot.set(
         Metrics {
-            pipelines: pipelines.clone(),
-            plugins: plugins.clone(),
-            outputs: catalog.clone(),
-            sources: source_stats,
+            view: view.clone(),
+            config: config_stats.clone(),
             checkpoints: checkpoints.clone(),
-            budget: budget.clone(),
+            budget: context.budget.clone(),
             leases: leases.clone(),
         }
         .into_registry(),
     );
-    readiness.running(pipelines.clone(), checkpoints.clone());
     let lease_loops = leases.as_ref().map(|m| m.start()).unwrap_or_default();
     let flusher = tokio::spawn(flush_loop(
         checkpoints.clone(),
-        Duration::from_millis(config.checkpoint.interval_ms),
+        Duration::from_millis(generation.config.checkpoint.interval_ms),
         shutdown.clone(),
     ));
-    let discovery = tokio::spawn(discovery.run());
-    let mut running = tokio::task::JoinSet::new();
-    for source in sources {
-        running.spawn(source.run());
-    }
     // Shuts down when every pipeline halted; turns /readyz off as soon as shutdown begins.
     let watcher = {
-        let (pipelines, shutdown, readiness) =
-            (pipelines.clone(), shutdown.clone(), readiness.clone());
+        let (view, shutdown, readiness) = (view.clone(), shutdown.clone(), readiness.clone());
         tokio::spawn(async move {
             loop {
-                if pipelines.iter().all(|p| p.is_halted()) {
+                if view.load().pipelines.iter().all(|p| p.is_halted()) {
                     tracing::error!("every pipeline halted; shutting down");
                     shutdown.request();
                 }
@@ -363,7 +269,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     // The drain after the first signal may take `shutdown_timeout_s`; then
     // deliveries still in flight are abandoned (not checkpointed).
     let deadline = {
-        let (shutdown, timeout) = (shutdown.clone(), config.shutdown_timeout_s);
+        let (shutdown, timeout) = (shutdown.clone(), generation.config.shutdown_timeout_s);
         tokio::spawn(async move {
             shutdown.requested().await;
             if timeout == 0 {
@@ -377,16 +283,41 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
             shutdown.abandon();
         })
     };
-    while let Some(joined) = running.join_next().await {
-        if let Err(e) = joined {
+    // Live configuration: each request (SIGHUP, or the file changed with
+    // `--watch-config`) reads the file again and applies what changed.
+    let mut requests = crate::reload::requests(&generation.config.file, options.watch_config)
+        .with_context(|| format!("{file}: watching the configuration"))?;
+    loop {
+        tokio::select! {
+            _ = shutdown.requested() => break,
+            Some(()) = requests.next() => {
+                match crate::reload::reload(&mut generation, &context).await {
+                    Ok(Some(done)) => {
+                        closing.extend(done);
+                        view.store(Arc::new(generation.view()));
+                        config_stats.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let version = config_stats.version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        tracing::info!(version, "configuration applied");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        config_stats.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(error = %format!("{e:#}"), "configuration not applied; the running configuration stays");
+                    }
+                }
+            }
+        }
+    }
+    // Every source (and every one a reload closed) drains its batches in flight.
+    for task in generation.source_tasks().into_iter().chain(closing) {
+        if let Err(e) = task.await {
             tracing::error!(error = %e, "a source task failed");
         }
     }
-    shutdown.request();
     readiness.stopping();
     watcher.abort();
     deadline.abort();
-    discovery.abort();
+    generation.stop_discovery();
     let _ = flusher.await;
     checkpoints
         .flush()
@@ -398,7 +329,7 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     }
     lease_loops.iter().for_each(|t| t.abort());
     tracing::info!("final checkpoint written");
-    for writer in catalog.writers() {
+    for writer in generation.catalog.writers() {
         let s = &writer.stats;
         use std::sync::atomic::Ordering::Relaxed;
         tracing::info!(
@@ -413,7 +344,8 @@ async fn run_started(config: Config, shutdown: Shutdown) -> anyhow::Result<Outco
     if let Some(server) = server {
         server.abort();
     }
-    let halted: Vec<String> = pipelines
+    let halted: Vec<String> = generation
+        .pipelines
         .iter()
         .filter(|p| p.is_halted())
         .map(|p| p.name.clone())
@@ -471,13 +403,7 @@ async fn open_store(
         Store::Leases(table.clone()),
         stored,
     ));
-    let mut pipelines: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for p in &config.pipelines {
-        if let Some(source) = config.sources.get(&p.source) {
-            let stream = StreamRef::parse(&source.stream).short_name().to_string();
-            pipelines.entry(stream).or_default().push(p.name.clone());
-        }
-    }
+    let pipelines = crate::reload::pipelines_by_stream(config);
     let me = settings
         .instance_id
         .clone()
@@ -496,11 +422,15 @@ async fn open_store(
     Ok((checkpoints, Some(manager)))
 }
 
-fn build_pipeline(
+/// Pipeline `p` with its router (its plugin in `plugins`, or native
+/// replication), `outputs`, and dead-letter writer; counting into `stats`
+/// when it replaces an earlier version.
+pub(crate) fn build_pipeline(
     p: &PipelineConfig,
     plugins: &BTreeMap<String, Arc<LivePlugin>>,
     outputs: Vec<Arc<OutputWriter>>,
     catalog: &Catalog,
+    stats: Option<Arc<crate::pipeline::PipelineStats>>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let dead_letter = p
         .dead_letter
@@ -515,17 +445,19 @@ fn build_pipeline(
         Some(plugin) => Router::Wasm(plugin.clone()),
         None => Router::Replicate,
     };
-    Ok(Arc::new(
-        Pipeline::new(
-            p.name.clone(),
-            p.source.clone(),
-            router,
-            outputs,
-            p.on_error,
-            dead_letter,
-        )
-        .with_buffer_batches(p.buffer_batches),
-    ))
+    let pipeline = Pipeline::new(
+        p.name.clone(),
+        p.source.clone(),
+        router,
+        outputs,
+        p.on_error,
+        dead_letter,
+    )
+    .with_buffer_batches(p.buffer_batches);
+    Ok(Arc::new(match stats {
+        Some(stats) => pipeline.with_stats(stats),
+        None => pipeline,
+    }))
 }
 
 /// Flushes checkpoints on their first change after a quiet interval, then at

@@ -497,6 +497,12 @@ impl Distributary {
 
     /// Like `start`, with extra environment variables (e.g. an STS endpoint).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_with(config, &[], env)
+    }
+
+    /// Like `start`, with extra `run` flags (e.g. `--watch-config`) and
+    /// environment variables.
+    pub fn start_with(config: &Path, flags: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let bin = distributary_bin();
         if !bin.is_file() {
             bail!(
@@ -512,6 +518,7 @@ impl Distributary {
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
+            .args(flags)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_REGION", "us-east-1")

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// After the first SIGINT/SIGTERM, how long the drain may take before
@@ -31,7 +31,7 @@ pub struct Config {
 
 /// `[buffer]`: the process-wide memory budget of records read and not yet
 /// acknowledged everywhere (`buffer.rs`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Buffer {
     #[serde(default = "default_buffer_max_bytes")]
@@ -65,7 +65,7 @@ pub enum ReaderKind {
     Efo,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// Stream name or ARN.
@@ -92,7 +92,7 @@ pub struct Source {
     pub deaggregate: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Output {
     /// Stream name or ARN.
@@ -132,7 +132,7 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     #[serde(default = "default_store")]
@@ -186,7 +186,7 @@ pub enum OnError {
     Halt,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     pub name: String,
@@ -215,7 +215,7 @@ impl Pipeline {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     #[serde(default = "default_memory_mb")]
@@ -233,7 +233,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     #[serde(default = "default_listen")]

@@ -49,6 +49,9 @@ pub struct LeaseManager {
     table: Arc<LeaseTable>,
     settings: LeaseSettings,
     checkpoints: Arc<Checkpoints>,
+    /// Per source stream (short name): the pipelines reading it now
+    /// (`settings.pipelines` at start, then as reloads change them).
+    pipelines: Mutex<BTreeMap<String, Vec<String>>>,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     epoch: Instant,
@@ -114,6 +117,7 @@ impl LeaseManager {
     ) -> Arc<Self> {
         Arc::new(LeaseManager {
             table,
+            pipelines: Mutex::new(settings.pipelines.clone()),
             settings,
             checkpoints,
             state: Mutex::new(State::default()),
@@ -156,11 +160,23 @@ impl LeaseManager {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    fn pipelines_of(&self, stream: &str) -> &[String] {
-        self.settings
-            .pipelines
-            .get(stream)
-            .map_or(&[], |v| v.as_slice())
+    /// The pipelines reading each source stream now.
+    fn pipelines(&self) -> BTreeMap<String, Vec<String>> {
+        match self.pipelines.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Which pipelines read which stream from now on (a live reload): what
+    /// a shard must be finished for before its children are taken, and
+    /// which streams' leases are taken at all.
+    pub fn set_pipelines(&self, pipelines: BTreeMap<String, Vec<String>>) {
+        match self.pipelines.lock() {
+            Ok(mut p) => *p = pipelines,
+            Err(poisoned) => *poisoned.into_inner() = pipelines,
+        }
+        self.wake_taker.notify_one();
     }
 
     /// Starts the renewer, the taker and the watchdog.
@@ -527,12 +543,16 @@ impl LeaseManager {
         self.create_listed().await;
         let (leases, _) = self.table.scan().await?;
         let now = Instant::now();
+        let pipelines = self.pipelines();
         let actions = {
             let mut state = self.lock();
             state.known = leases.iter().map(|l| l.key.clone()).collect();
             let finished: HashSet<&str> = leases
                 .iter()
-                .filter(|l| l.finished_for(self.pipelines_of(&l.stream).iter().map(String::as_str)))
+                .filter(|l| {
+                    let of = pipelines.get(&l.stream).map_or(&[][..], |v| v.as_slice());
+                    l.finished_for(of.iter().map(String::as_str))
+                })
                 .map(|l| l.key.as_str())
                 .collect();
             let mut views = Vec::new();
@@ -546,7 +566,7 @@ impl LeaseManager {
                     self.checkpoints
                         .replace_shard(&lease.stream, &lease.shard, &lease.checkpoints);
                 }
-                if !self.settings.pipelines.contains_key(&lease.stream) {
+                if !pipelines.contains_key(&lease.stream) {
                     continue;
                 }
                 let parents_done = lease.parents.iter().all(|p| {

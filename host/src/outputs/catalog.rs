@@ -1,7 +1,9 @@
 //! The output writers of a run: one per named output (`stream = ...`) and one
 //! per stream currently matching a `stream_pattern` output, each shared by
 //! every pipeline that lists it. A discovered stream is an output named like
-//! the stream itself; that is the name plugins see and route to.
+//! the stream itself; that is the name plugins see and route to. A live
+//! reload builds a new catalog with `reopen`, which keeps the writer (queue,
+//! window, counters) of every output whose definition did not change.
 //!
 //! Invariants: a discovered stream gets a writer only once DescribeStreamSummary
 //! shows it ACTIVE or UPDATING (until then it is left for the next refresh);
@@ -51,7 +53,9 @@ pub struct Catalog {
     /// The configuration file, for error messages.
     file: String,
     named: BTreeMap<String, Arc<OutputWriter>>,
-    patterns: BTreeMap<String, PatternOutput>,
+    patterns: BTreeMap<String, Arc<PatternOutput>>,
+    /// Each output's definition, to tell on a reload which writers stay.
+    definitions: BTreeMap<String, Output>,
 }
 
 impl Catalog {
@@ -65,71 +69,115 @@ impl Catalog {
         readiness: &Readiness,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Catalog> {
+        Self::reopen(None, config, readiness, shutdown).await
+    }
+
+    /// The catalog of `config`, keeping from `previous` (the running one)
+    /// the writer of every output whose definition did not change, with its
+    /// queue, window and counters; the others are opened as by `open`.
+    pub async fn reopen(
+        previous: Option<&Catalog>,
+        config: &Config,
+        readiness: &Readiness,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Catalog> {
         let file = config.file.display().to_string();
         let mut catalog = Catalog {
             file: file.clone(),
             named: BTreeMap::new(),
             patterns: BTreeMap::new(),
+            definitions: BTreeMap::new(),
         };
         for (name, output) in &config.outputs {
-            let (client, credentials) = client_and_credentials(&ClientSettings {
-                region: output.region.clone(),
-                endpoint_url: output.endpoint_url.clone(),
-                role_arn: output.role_arn.clone(),
-                external_id: output.external_id.clone(),
-            })
-            .await;
-            let key = format!("{file}: outputs.{name}");
-            match (&output.stream, &output.stream_pattern) {
-                (Some(stream), _) => {
-                    let stream = StreamRef::parse(stream);
-                    let what = format!("outputs.{name}");
-                    let writer = until_reachable(&what, readiness, shutdown, || {
-                        open_writer(
-                            &client,
-                            credentials.as_ref(),
-                            name,
-                            stream.clone(),
-                            output,
-                            false,
-                        )
-                    })
-                    .await
-                    .with_context(|| key.clone())?
-                    .with_context(|| format!("{key}: the stream is being deleted"))?;
-                    catalog.named.insert(name.clone(), Arc::new(writer));
+            if let Some(previous) = previous {
+                if let Some(writer) = previous
+                    .named
+                    .get(name)
+                    .filter(|_| previous.definitions.get(name) == Some(output))
+                {
+                    catalog.named.insert(name.clone(), writer.clone());
+                    catalog.definitions.insert(name.clone(), output.clone());
+                    continue;
                 }
-                (None, Some(text)) => {
-                    let pattern = glob::Pattern::new(text)
-                        .with_context(|| format!("{key}.stream_pattern"))?;
-                    let pattern_output = PatternOutput {
-                        pattern,
-                        text: text.clone(),
-                        client,
-                        credentials,
-                        config: output.clone(),
-                        matched: Mutex::default(),
-                    };
-                    catalog.patterns.insert(name.clone(), pattern_output);
-                    // The pattern is valid (checked above), so a failed
-                    // listing is taken as an outage and waited for.
-                    let what = format!("outputs.{name}.stream_pattern");
-                    let change = until_reachable(&what, readiness, shutdown, || async {
-                        catalog
-                            .refresh(name)
-                            .await
-                            .map_err(|e| StartFailure::Outage(format!("{e:#}")))
-                    })
-                    .await
-                    .with_context(|| format!("{key}.stream_pattern"))?;
-                    if change.added.is_empty() {
-                        tracing::warn!(output = %name, pattern = %text, "no stream matches the pattern yet; its pipelines wait for one");
-                    }
+                if let Some(pattern) = previous.patterns.get(name).filter(|p| &p.config == output) {
+                    catalog.patterns.insert(name.clone(), pattern.clone());
+                    catalog.definitions.insert(name.clone(), output.clone());
+                    continue;
                 }
-                (None, None) => anyhow::bail!("{key}.stream: missing"),
             }
+            catalog
+                .open_output(&file, name, output, readiness, shutdown)
+                .await?;
         }
         Ok(catalog)
+    }
+
+    async fn open_output(
+        &mut self,
+        file: &str,
+        name: &str,
+        output: &Output,
+        readiness: &Readiness,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let (client, credentials) = client_and_credentials(&ClientSettings {
+            region: output.region.clone(),
+            endpoint_url: output.endpoint_url.clone(),
+            role_arn: output.role_arn.clone(),
+            external_id: output.external_id.clone(),
+        })
+        .await;
+        let key = format!("{file}: outputs.{name}");
+        match (&output.stream, &output.stream_pattern) {
+            (Some(stream), _) => {
+                let stream = StreamRef::parse(stream);
+                let what = format!("outputs.{name}");
+                let writer = until_reachable(&what, readiness, shutdown, || {
+                    open_writer(
+                        &client,
+                        credentials.as_ref(),
+                        name,
+                        stream.clone(),
+                        output,
+                        false,
+                    )
+                })
+                .await
+                .with_context(|| key.clone())?
+                .with_context(|| format!("{key}: the stream is being deleted"))?;
+                self.named.insert(name.to_string(), Arc::new(writer));
+            }
+            (None, Some(text)) => {
+                let pattern =
+                    glob::Pattern::new(text).with_context(|| format!("{key}.stream_pattern"))?;
+                let pattern_output = PatternOutput {
+                    pattern,
+                    text: text.clone(),
+                    client,
+                    credentials,
+                    config: output.clone(),
+                    matched: Mutex::default(),
+                };
+                self.patterns
+                    .insert(name.to_string(), Arc::new(pattern_output));
+                // The pattern is valid (checked above), so a failed
+                // listing is taken as an outage and waited for.
+                let what = format!("outputs.{name}.stream_pattern");
+                let change = until_reachable(&what, readiness, shutdown, || async {
+                    self.refresh(name)
+                        .await
+                        .map_err(|e| StartFailure::Outage(format!("{e:#}")))
+                })
+                .await
+                .with_context(|| format!("{key}.stream_pattern"))?;
+                if change.added.is_empty() {
+                    tracing::warn!(output = %name, pattern = %text, "no stream matches the pattern yet; its pipelines wait for one");
+                }
+            }
+            (None, None) => anyhow::bail!("{key}.stream: missing"),
+        }
+        self.definitions.insert(name.to_string(), output.clone());
+        Ok(())
     }
 
     /// The writer of a named output (dead letters are always named).

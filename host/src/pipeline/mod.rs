@@ -69,7 +69,11 @@ pub struct Pipeline {
     on_error: OnError,
     dead_letter: Option<Arc<OutputWriter>>,
     halted: AtomicBool,
-    pub stats: PipelineStats,
+    /// `on_error` warnings: at most one per interval, with counts.
+    policy_warnings: crate::log_limit::WarnEvery,
+    /// Shared with the versions a live reload replaces it with, so counters
+    /// go on across a change.
+    pub stats: Arc<PipelineStats>,
     /// Batches per shard it may hold unprocessed before it is detached from
     /// the shared reader (see `source/lane.rs`).
     pub buffer_batches: usize,
@@ -117,9 +121,16 @@ impl Pipeline {
             on_error,
             dead_letter,
             halted: AtomicBool::new(false),
-            stats: PipelineStats::default(),
+            policy_warnings: Default::default(),
+            stats: Arc::default(),
             buffer_batches: 4,
         }
+    }
+
+    /// Counts into `stats` (those of the version this one replaces).
+    pub fn with_stats(mut self, stats: Arc<PipelineStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Sets how many batches per shard the pipeline may hold unprocessed.
@@ -394,7 +405,14 @@ impl Pipeline {
         match self.on_error {
             OnError::Halt => Err(self.halt(reason)),
             OnError::Skip => {
-                tracing::warn!(pipeline = %self.name, records = failed.len(), %reason, "skipping records (on_error = skip)");
+                match self.policy_warnings.event() {
+                    Some(failures) => {
+                        tracing::warn!(pipeline = %self.name, records = failed.len(), failures, %reason, "skipping records (on_error = skip; failures: batches since the last warning)")
+                    }
+                    None => {
+                        tracing::debug!(pipeline = %self.name, records = failed.len(), %reason, "skipping records (on_error = skip)")
+                    }
+                }
                 self.stats
                     .skipped
                     .fetch_add(failed.len() as u64, Ordering::Relaxed);
@@ -409,7 +427,14 @@ impl Pipeline {
                     .iter()
                     .map(|&i| self.envelope(batch, &records[i as usize], i, &reason))
                     .collect();
-                tracing::warn!(pipeline = %self.name, records = failed.len(), %reason, "dead-lettering records");
+                match self.policy_warnings.event() {
+                    Some(failures) => {
+                        tracing::warn!(pipeline = %self.name, records = failed.len(), failures, %reason, "dead-lettering records (failures: batches since the last warning)")
+                    }
+                    None => {
+                        tracing::debug!(pipeline = %self.name, records = failed.len(), %reason, "dead-lettering records")
+                    }
+                }
                 dlq.deliver(letters).await.map_err(|e| {
                     self.halt(format!(
                         "{reason}; and the dead letter could not be written: {e}"

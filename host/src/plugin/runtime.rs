@@ -407,7 +407,12 @@ pub(crate) mod tests {
 
     #[test]
     fn the_sandbox_gives_no_file_env_clock_randomness_or_network() {
-        let plugin = load("probe", Limits::default()).unwrap();
+        // Not a time-limit test: room for a cold first call on a busy machine.
+        let limits = Limits {
+            batch_timeout_ms: 5000,
+            ..Limits::default()
+        };
+        let plugin = load("probe", limits).unwrap();
         let err = plugin.route("s", "shard", &records(&["x"])).unwrap_err();
         let PluginError::Returned(report) = err else {
             panic!("expected the probe's report, got {err}");

@@ -49,12 +49,33 @@ impl Watched {
 }
 
 /// Whether an event can mean the content changed (not a mere open or read).
-fn may_change_content(kind: &EventKind) -> bool {
+pub(crate) fn may_change_content(kind: &EventKind) -> bool {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
         _ => true,
     }
+}
+
+/// What to watch for changes of the file at `path`: its directory
+/// (canonical), its name, and whether any name in the directory may be it (a
+/// symlink, such as a Kubernetes ConfigMap's, changes when its target's
+/// directory entry is swapped).
+pub(crate) fn watch_target(path: &Path) -> anyhow::Result<(PathBuf, std::ffi::OsString, bool)> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot watch: {e}", dir.display()))?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a file path", path.display()))?
+        .to_os_string();
+    let any_name = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false);
+    Ok((dir, file_name, any_name))
 }
 
 /// Starts watching every plugin's file; each change reloads that plugin
@@ -63,20 +84,7 @@ pub fn watch(plugins: Vec<Arc<LivePlugin>>, shutdown: Shutdown) -> anyhow::Resul
     let mut watched = Vec::new();
     let mut dirs = BTreeSet::new();
     for plugin in plugins {
-        let path = &plugin.spec().path;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let dir = std::fs::canonicalize(dir)
-            .map_err(|e| anyhow::anyhow!("{}: cannot watch: {e}", dir.display()))?;
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| anyhow::anyhow!("{}: not a file path", path.display()))?
-            .to_os_string();
-        let any_name = std::fs::symlink_metadata(path)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
+        let (dir, file_name, any_name) = watch_target(&plugin.spec().path)?;
         let (wake, events) = mpsc::unbounded_channel();
         tokio::spawn(reload_loop(plugin.clone(), events, shutdown.clone()));
         dirs.insert(dir.clone());

@@ -11,9 +11,13 @@
 //!   towards the cap); a throttled entry halves the window instead.
 //! - A request that failed as a whole (5xx, timeout, connection loss) waits
 //!   the next backoff holding its place in the window, and halves the window.
+//! - Failures are told at warning level at most once per `WARN_INTERVAL`
+//!   per output, with the count since the last warning (`log_limit.rs`), so a
+//!   failure storm does not flood the log.
 
 use super::window::Window;
 use crate::backoff::Backoff;
+use crate::log_limit::WarnEvery;
 use std::time::Duration;
 
 /// Whether a failure text (an entry's error code, or a whole request's
@@ -31,8 +35,9 @@ pub struct Wait {
     pub delay: Duration,
     /// Consecutive failing rounds so far.
     pub rounds: u32,
-    /// Worth a warning (every 10th failing round, or a request failed 3+ times).
-    pub loud: bool,
+    /// Some(failures since the last warning, this one included) when a
+    /// warning is due (at most one per interval); None: log at debug level.
+    pub warn: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -40,6 +45,7 @@ pub struct RetryPolicy {
     backoff: Backoff,
     /// Consecutive answered requests with failed entries.
     failing_rounds: u32,
+    warnings: WarnEvery,
 }
 
 impl RetryPolicy {
@@ -47,6 +53,7 @@ impl RetryPolicy {
         RetryPolicy {
             backoff,
             failing_rounds: 0,
+            warnings: WarnEvery::default(),
         }
     }
 
@@ -76,21 +83,18 @@ impl RetryPolicy {
         Some(Wait {
             delay: self.backoff.next_delay(),
             rounds: self.failing_rounds,
-            loud: self.failing_rounds.is_multiple_of(10),
+            warn: self.warnings.event(),
         })
     }
 
     /// A request failed as a whole and is sent again after the wait.
     pub fn call_failed(&mut self, window: &Window) -> Wait {
         window.throttled();
-        let wait = Wait {
-            delay: self.backoff.next_delay(),
-            rounds: self.backoff.attempts(),
-            loud: false,
-        };
+        let delay = self.backoff.next_delay();
         Wait {
-            loud: wait.rounds >= 3,
-            ..wait
+            delay,
+            rounds: self.backoff.attempts(),
+            warn: self.warnings.event(),
         }
     }
 }
@@ -130,14 +134,23 @@ mod tests {
     }
 
     #[test]
-    fn every_tenth_failing_round_is_loud() {
+    fn a_failure_storm_warns_once_per_interval_whatever_fails() {
         let window = Window::new(8);
         let mut p = policy();
-        let loud: Vec<bool> = (0..20)
-            .map(|_| p.answered(&window, 1, 1, false).unwrap().loud)
+        let warnings: Vec<Option<u64>> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    p.answered(&window, 1, 1, false).unwrap().warn
+                } else {
+                    p.call_failed(&window).warn
+                }
+            })
             .collect();
-        assert_eq!(loud.iter().filter(|l| **l).count(), 2);
-        assert!(loud[9] && loud[19]);
+        assert_eq!(warnings[0], Some(1), "the first failure is told at once");
+        assert!(
+            warnings[1..].iter().all(Option::is_none),
+            "then nothing within the interval: {warnings:?}"
+        );
     }
 
     #[test]
@@ -160,13 +173,6 @@ mod tests {
         assert_eq!(window.size(), 2);
         p.call_failed(&window);
         assert_eq!(window.size(), 1, "never below one");
-        let mut p = policy();
-        let loud: Vec<bool> = (0..3).map(|_| p.call_failed(&window).loud).collect();
-        assert_eq!(
-            loud,
-            [false, false, true],
-            "loud from the third failed call in a row"
-        );
     }
 
     #[test]

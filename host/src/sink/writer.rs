@@ -480,8 +480,8 @@ impl<T: Transport> Core<T> {
             PutOutcome::Transient(error) | PutOutcome::Gone(error) => {
                 core.stats.requests_retried.fetch_add(1, Atomic::Relaxed);
                 let wait = lock(&core.state).policy.call_failed(&core.window);
-                if wait.loud {
-                    tracing::warn!(output = %core.name, attempt = wait.rounds, %error, "PutRecords failed; retrying");
+                if let Some(failures) = wait.warn {
+                    tracing::warn!(output = %core.name, attempt = wait.rounds, failures, %error, "PutRecords failed; retrying (failures: since the last warning)");
                 } else {
                     tracing::debug!(output = %core.name, %error, "PutRecords failed; retrying");
                 }
@@ -600,8 +600,8 @@ impl<T: Transport> Core<T> {
         let Some(wait) = wait else {
             return;
         };
-        if wait.loud {
-            tracing::warn!(output = %self.name, rounds = wait.rounds, failed = failed.len(), error = ?first_error, "PutRecords entries keep failing; still retrying");
+        if let Some(failures) = wait.warn {
+            tracing::warn!(output = %self.name, rounds = wait.rounds, failed = failed.len(), failures, error = ?first_error, "PutRecords entries failed; retrying them (failures: requests with failed entries since the last warning)");
         } else {
             tracing::debug!(output = %self.name, failed = failed.len(), of = positions.len(), error = ?first_error, "PutRecords entries failed; retrying them");
         }

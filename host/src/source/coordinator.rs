@@ -3,13 +3,20 @@
 //! each task reads the shard once (the shared reader) and publishes its
 //! batches to every pipeline on the source, each through its own bounded
 //! queue (`lane.rs`). A pipeline whose start the shared reader cannot serve
-//! begins on its own reader and joins the shared one once caught up.
+//! begins on its own reader and joins the shared one once caught up. The
+//! pipelines on the source change with live reloads (`pipeline_set.rs`):
+//! each shard task starts a lane for a new pipeline and retires the lane of
+//! a removed or replaced one at a batch boundary (`Lanes::reconcile`).
 //!
 //! Invariants:
-//! - A child shard starts only when every parent still listed is finished in
-//!   the checkpoint store for every pipeline still running (read to its end
+//! - Per pipeline, a child shard is read only when every parent still listed
+//!   is finished for that pipeline in the checkpoint store (read to its end
 //!   and acknowledged), so per-key order holds across splits and merges, in
-//!   this run and after any restart.
+//!   this run and after any restart. A pipeline waiting for a parent does not
+//!   hold the others back.
+//! - Two versions of one pipeline never run on a shard at once: a changed
+//!   pipeline's new lane starts after the old one ended, from what it
+//!   acknowledged.
 //! - With `latest`, the moment each pipeline starts on the source is stored
 //!   before any shard is read (`store_latest_moments`).
 //! - Per pipeline, batches of one shard are processed one after another, and
@@ -27,6 +34,7 @@
 
 use super::efo::EfoReader;
 use super::lane::{Lane, LaneEnd, Published, ReadSetup, Rejoin};
+use super::pipeline_set::{PipelineSet, same};
 use super::reader::{ReadBatch, ShardReader, StartAt};
 use super::start::{LaneStart, Parent, ShardPlan, SourceStart, Start, pipeline_start, plan};
 use super::stats::SourceStats;
@@ -51,7 +59,8 @@ pub struct SourceRunner {
     pub stream: StreamRef,
     pub client: Client,
     pub config: Source,
-    pub pipelines: Vec<Arc<Pipeline>>,
+    /// The pipelines on the source, as live configuration changes them.
+    pub pipelines: PipelineSet,
     pub checkpoints: Arc<Checkpoints>,
     pub shutdown: Shutdown,
     pub stats: Arc<SourceStats>,
@@ -64,6 +73,9 @@ pub struct SourceRunner {
     /// How long a shard handed off to another instance may take to finish
     /// the batch in flight before it is abandoned.
     pub handoff_drain: Duration,
+    /// How long a removed (or replaced) pipeline's lane may take to finish
+    /// its batch in flight before it is abandoned (None: as long as it takes).
+    pub retire_drain: Option<Duration>,
 }
 
 /// The shared reader of a shard: GetRecords, or an enhanced fan-out subscription.
@@ -99,15 +111,16 @@ impl SourceRunner {
         self.stream.short_name()
     }
 
-    fn active_pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
-        self.pipelines.iter().filter(|p| !p.is_halted())
+    fn any_active(&self) -> bool {
+        self.pipelines.active().iter().any(|p| !p.is_halted())
     }
 
-    /// Runs until shutdown, or until every pipeline on the source halted.
+    /// Runs until shutdown, or until the source is closed (removed from the
+    /// configuration); idles while no pipeline on it is running.
     pub async fn run(self: Arc<Self>) {
-        if !self.store_latest_moments().await {
-            return;
-        }
+        let mut wanted = self.pipelines.wanted();
+        let mut wanted_changed = true;
+        let (listing_tx, listing) = tokio::sync::watch::channel(Arc::new(BTreeMap::new()));
         let mut shards: BTreeMap<String, ShardInfo> = BTreeMap::new();
         let mut done: HashSet<String> = HashSet::new();
         let mut running: HashSet<String> = HashSet::new();
@@ -121,9 +134,25 @@ impl SourceRunner {
         // would resolve at once on every turn and spin while tasks drain).
         let mut draining = false;
         loop {
-            if !self.shutdown.is_requested() && self.active_pipelines().next().is_some() {
-                self.start_ready_shards(&shards, &mut done, &mut running, &mut tasks, &closed);
-            } else if tasks.is_empty() {
+            if wanted_changed {
+                wanted_changed = false;
+                let list = wanted.borrow_and_update().clone();
+                // New pipelines become active once their `latest` moments are stored.
+                if self.store_latest_moments(&list).await {
+                    self.pipelines.activate(list);
+                    // Decided with the old pipelines: decide again.
+                    done.clear();
+                }
+            }
+            let stopping = self.shutdown.is_requested() || self.pipelines.is_closed();
+            if !stopping && self.any_active() {
+                let ready = Ready {
+                    shards: &shards,
+                    closed: &closed,
+                    listing: &listing,
+                };
+                self.start_ready_shards(ready, &mut done, &mut running, &mut tasks);
+            } else if stopping && tasks.is_empty() {
                 return;
             }
             tokio::select! {
@@ -148,6 +177,9 @@ impl SourceRunner {
                     }
                 }
                 Ok(()) = ownership.changed(), if !self.shutdown.is_requested() => {}
+                Ok(()) = wanted.changed(), if !self.shutdown.is_requested() => {
+                    wanted_changed = true;
+                }
                 _ = discover.tick(), if !self.shutdown.is_requested() => {
                     match list_shards(&self.client, &self.stream).await {
                         Ok(list) => {
@@ -158,6 +190,7 @@ impl SourceRunner {
                             closed_tx.send_replace(
                                 shards.values().filter(|s| s.closed).map(|s| s.id.clone()).collect(),
                             );
+                            listing_tx.send_replace(Arc::new(shards.clone()));
                             if shards.len() != known {
                                 tracing::info!(source = %self.name, shards = shards.len(), "shard list changed");
                             }
@@ -169,7 +202,7 @@ impl SourceRunner {
                         }
                     }
                 }
-                _ = self.shutdown.requested(), if !draining && !tasks.is_empty() => {
+                _ = self.shutdown.requested(), if !draining => {
                     // No new shards start from now on; running ones finish their batch and stop.
                     draining = true;
                 }
@@ -182,14 +215,14 @@ impl SourceRunner {
     /// anything is read, so that a restart, a child shard found later, or a
     /// shard closed while stopped all start from that same moment. Retries
     /// the write until it succeeds; false if shutdown came first.
-    async fn store_latest_moments(&self) -> bool {
+    async fn store_latest_moments(&self, pipelines: &[Arc<Pipeline>]) -> bool {
         if self.config.start_position != StartPosition::Latest {
             return true;
         }
         let stream = self.stream_key();
         let now_ms = now_ms();
         let mut stored_new = false;
-        for pipeline in &self.pipelines {
+        for pipeline in pipelines {
             if self
                 .checkpoints
                 .source_start(&pipeline.name, stream)
@@ -243,48 +276,62 @@ impl SourceRunner {
         }
     }
 
-    /// Where each pipeline starts on `shard`, from the stored state and the
+    /// Where `pipeline` starts on `shard`, from the stored state and the
     /// lineage; a halted pipeline takes no part.
-    fn plan_for(&self, shard: &ShardInfo, shards: &BTreeMap<String, ShardInfo>) -> ShardPlan {
+    fn start_of(
+        &self,
+        pipeline: &Pipeline,
+        shard: &ShardInfo,
+        shards: &BTreeMap<String, ShardInfo>,
+    ) -> Start {
+        if pipeline.is_halted() {
+            return Start::Done;
+        }
         let stream = self.stream_key();
-        let starts: Vec<Start> = self
-            .pipelines
+        let parents: Vec<Parent> = shard
+            .parents
             .iter()
-            .map(|pipeline| {
-                if pipeline.is_halted() {
-                    return Start::Done;
-                }
-                let parents: Vec<Parent> = shard
-                    .parents
-                    .iter()
-                    .map(|p| Parent {
-                        listed: shards.contains_key(p),
-                        stored: self.checkpoints.get(&pipeline.name, stream, p),
-                    })
-                    .collect();
-                let own = self.checkpoints.get(&pipeline.name, stream, &shard.id);
-                pipeline_start(own.as_ref(), &parents, self.source_start_for(pipeline))
+            .map(|p| Parent {
+                listed: shards.contains_key(p),
+                stored: self.checkpoints.get(&pipeline.name, stream, p),
             })
             .collect();
-        plan(&starts)
+        let own = self.checkpoints.get(&pipeline.name, stream, &shard.id);
+        pipeline_start(own.as_ref(), &parents, self.source_start_for(pipeline))
     }
 
     fn start_ready_shards(
         self: &Arc<Self>,
-        shards: &BTreeMap<String, ShardInfo>,
+        ready: Ready<'_>,
         done: &mut HashSet<String>,
         running: &mut HashSet<String>,
         tasks: &mut JoinSet<(String, ShardEnd)>,
-        closed: &tokio::sync::watch::Receiver<HashSet<String>>,
     ) {
-        for shard in shards.values() {
+        let pipelines = self.pipelines.active();
+        for shard in ready.shards.values() {
             if done.contains(&shard.id) || running.contains(&shard.id) {
                 continue;
             }
-            match self.plan_for(shard, shards) {
+            // A pipeline waiting for a parent does not hold the others
+            // back: the shard starts for those ready, and the waiting one
+            // joins once its parents are finished (`Lanes::reconcile`).
+            let mut any_waits = false;
+            let starts: Vec<Start> = pipelines
+                .iter()
+                .map(|p| match self.start_of(p, shard, ready.shards) {
+                    Start::Wait => {
+                        any_waits = true;
+                        Start::Done
+                    }
+                    start => start,
+                })
+                .collect();
+            match plan(&starts) {
                 ShardPlan::Wait => {}
                 ShardPlan::Finished => {
-                    done.insert(shard.id.clone());
+                    if !any_waits {
+                        done.insert(shard.id.clone());
+                    }
                 }
                 ShardPlan::Read { shared, lanes } => {
                     // Only a shard this instance holds (its lease, with the lease store).
@@ -294,10 +341,17 @@ impl SourceRunner {
                     running.insert(shard.id.clone());
                     let me = self.clone();
                     let id = shard.id.clone();
-                    let closed = closed.clone();
-                    tracing::info!(source = %self.name, shard = %id, start = ?shared, "reading shard");
+                    let task = ShardTask {
+                        shard: shard.clone(),
+                        start: shared,
+                        lanes: pipelines.iter().cloned().zip(lanes).collect(),
+                        closed: ready.closed.clone(),
+                        listing: ready.listing.clone(),
+                        hold,
+                    };
+                    tracing::info!(source = %self.name, shard = %id, start = ?task.start, "reading shard");
                     tasks.spawn(async move {
-                        let end = me.run_shard(id.clone(), shared, lanes, closed, hold).await;
+                        let end = me.run_shard(task).await;
                         (id, end)
                     });
                 }
@@ -305,14 +359,16 @@ impl SourceRunner {
         }
     }
 
-    async fn run_shard(
-        self: Arc<Self>,
-        shard_id: String,
-        start: StartAt,
-        lane_starts: Vec<LaneStart>,
-        closed: tokio::sync::watch::Receiver<HashSet<String>>,
-        hold: Hold,
-    ) -> ShardEnd {
+    async fn run_shard(self: Arc<Self>, task: ShardTask) -> ShardEnd {
+        let ShardTask {
+            shard,
+            start,
+            lanes: lane_starts,
+            closed,
+            mut listing,
+            hold,
+        } = task;
+        let shard_id = shard.id.clone();
         let stream = self.stream_key().to_string();
         let (stop, stop_forwarder) = shard_stop(&self.shutdown, &hold, self.handoff_drain);
         let calls = self.stats.get_records_counter(&shard_id);
@@ -370,51 +426,68 @@ impl SourceRunner {
         };
         let read_ahead = tokio::spawn(read_loop(tip, tx, stop.clone(), behind));
         let (rejoin_tx, mut rejoin_rx) = mpsc::unbounded_channel::<Rejoin>();
-        let shard_arc: Arc<str> = Arc::from(shard_id.as_str());
-        let mut queues: Vec<Option<mpsc::Sender<Arc<Published>>>> =
-            vec![None; self.pipelines.len()];
-        let mut lanes = JoinSet::new();
-        for ((i, pipeline), lane_start) in self.pipelines.iter().enumerate().zip(lane_starts) {
-            let (position, initial) = match lane_start {
-                LaneStart::None => continue,
-                LaneStart::Attached { skip } => (skip, start.clone()),
-                LaneStart::Detached { at } => (None, at),
-            };
-            let (queue, receiver) = mpsc::channel(pipeline.buffer_batches);
-            if initial == start {
-                queues[i] = Some(queue);
-            } else {
-                // Its start is not the shared reader's: it begins on its own
-                // reader (its queue is closed) and rejoins once caught up.
-                tracing::info!(source = %self.name, pipeline = %pipeline.name, shard = %shard_id, start = ?initial, "pipeline starts on its own reader");
-            }
-            let lane = Lane {
-                index: i,
-                pipeline: pipeline.clone(),
-                source: self.name.clone(),
-                stream: stream.clone(),
-                shard_id: shard_arc.clone(),
-                checkpoints: self.checkpoints.clone(),
-                shutdown: stop.clone(),
+        let mut lanes = Lanes {
+            context: LaneContext {
+                stream,
+                shard_id: Arc::from(shard_id.as_str()),
+                stop: stop.clone(),
                 hold: hold.clone(),
-                position,
-                initial,
-                read: setup.clone(),
-                rejoin: rejoin_tx.clone(),
-            };
-            lanes.spawn(lane.run(receiver));
+                read: setup,
+                rejoin: rejoin_tx,
+            },
+            slots: Vec::new(),
+            tasks: JoinSet::new(),
+            by_task: BTreeMap::new(),
+        };
+        for (pipeline, lane_start) in lane_starts {
+            match lane_start {
+                LaneStart::None => {}
+                LaneStart::Attached { skip } => {
+                    lanes.spawn(&self, pipeline, skip, start.clone(), true)
+                }
+                LaneStart::Detached { at } => {
+                    let attached = at == start;
+                    if !attached {
+                        // Its start is not the shared reader's: it begins on its
+                        // own reader (its queue is closed) and rejoins once caught up.
+                        tracing::info!(source = %self.name, pipeline = %pipeline.name, shard = %shard_id, start = ?at, "pipeline starts on its own reader");
+                    }
+                    lanes.spawn(&self, pipeline, None, at, attached)
+                }
+            }
         }
-        drop(rejoin_tx);
+        // A pipeline that cannot start here yet (a parent not finished for
+        // it, or, after a reload, its previous version still finishing) is
+        // `waiting`: looked at again when lanes end, the listing changes, and
+        // every second. Pipelines added or removed by a reload come through
+        // `active` (the list may have changed since the plan was made).
+        let mut active = self.pipelines.subscribe_active();
+        let list = active.borrow_and_update().clone();
+        let mut waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
         // Publish until the shard ends, shutdown, or no lane is attached or alive.
         let mut last_published: Option<ShardPosition> = None;
         let mut reading = true;
         let mut ends = Vec::new();
-        while !lanes.is_empty() {
+        loop {
+            if lanes.tasks.is_empty() {
+                // A reload may have added a pipeline just now.
+                if active.has_changed().unwrap_or(false) && !stop.is_requested() {
+                    let list = active.borrow_and_update().clone();
+                    waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
+                    if !lanes.tasks.is_empty() {
+                        continue;
+                    }
+                }
+                break;
+            }
+            let attached = lanes.slots.iter().any(|s| s.queue.is_some());
             tokio::select! {
-                read = rx.recv(), if reading => {
+                // Paused while every live lane catches up on its own reader.
+                read = rx.recv(), if reading && attached => {
                     let Some(read) = read else {
                         reading = false;
-                        queues.iter_mut().for_each(|q| *q = None);
+                        lanes.detach_all();
                         continue;
                     };
                     if let Some(last) = read.records.last() {
@@ -424,61 +497,76 @@ impl SourceRunner {
                     let published = Arc::new(Published {
                         batch: Arc::new(ShardBatch {
                             source: self.name.clone(),
-                            shard_id: shard_arc.clone(),
+                            shard_id: lanes.context.shard_id.clone(),
                             records: Arc::new(read.records),
                             millis_behind: read.millis_behind,
                             charge: read.charge,
                         }),
                         end,
                     });
-                    self.publish(&mut queues, published, &stop).await;
+                    self.publish(&mut lanes.slots, published, &stop).await;
                     if end {
                         // Nothing more to read; attached lanes finish with their queues.
                         reading = false;
-                        queues.iter_mut().for_each(|q| *q = None);
+                        lanes.detach_all();
                     }
                 }
                 Some(rejoin) = rejoin_rx.recv() => {
-                    answer_rejoin(rejoin, reading, &last_published, &mut queues);
+                    answer_rejoin(rejoin, reading, &last_published, &mut lanes.slots);
                 }
-                Some(joined) = lanes.join_next() => {
-                    ends.push(joined.unwrap_or_else(|e| {
-                        if !e.is_cancelled() {
-                            tracing::error!(source = %self.name, shard = %shard_id, error = %e, "a pipeline lane failed");
+                Some(joined) = lanes.tasks.join_next_with_id() => {
+                    let (slot, end) = match joined {
+                        Ok((id, end)) => (lanes.by_task.remove(&id), end),
+                        Err(e) => {
+                            if !e.is_cancelled() {
+                                tracing::error!(source = %self.name, shard = %shard_id, error = %e, "a pipeline lane failed");
+                            }
+                            (lanes.by_task.remove(&e.id()), LaneEnd::Stopped)
                         }
-                        LaneEnd::Stopped
-                    }));
+                    };
+                    if let Some(slot) = slot.and_then(|i| lanes.slots.get_mut(i)) {
+                        slot.ended();
+                        // A retired lane's end says nothing about the shard.
+                        if !slot.retiring {
+                            ends.push(end);
+                        }
+                    }
+                    if waiting && !stop.is_requested() {
+                        let list = self.pipelines.active();
+                        waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
+                    }
+                }
+                Ok(()) = active.changed(), if !stop.is_requested() => {
+                    let list = active.borrow_and_update().clone();
+                    waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
+                }
+                Ok(()) = listing.changed(), if waiting && !stop.is_requested() => {
+                    let list = self.pipelines.active();
+                    waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow_and_update());
+                }
+                _ = recheck.tick(), if waiting && !stop.is_requested() => {
+                    let list = self.pipelines.active();
+                    waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
                 }
                 _ = hold.lost() => {
                     // Another instance may own the shard now: stop writing at once.
                     tracing::warn!(source = %self.name, shard = %shard_id, "lease lost; stopping the shard at once");
-                    lanes.abort_all();
+                    lanes.tasks.abort_all();
                     reading = false;
                 }
                 else => break,
             }
-            if reading && queues.iter().all(Option::is_none) && !stop.is_requested() {
-                // Every live lane is catching up on its own reader: pause the
-                // shared one until one rejoins (or all end).
-                tokio::select! {
-                    Some(rejoin) = rejoin_rx.recv() => {
-                        answer_rejoin(rejoin, reading, &last_published, &mut queues);
-                    }
-                    Some(joined) = lanes.join_next() => {
-                        ends.push(joined.unwrap_or(LaneEnd::Stopped));
-                    }
-                    else => {}
-                }
-            }
         }
         read_ahead.abort();
         stop_forwarder.abort();
+        lanes.slots.iter().for_each(|s| s.forwarder.abort());
         if hold.state() == HoldState::Lost {
             return ShardEnd::Stopped;
         }
-        let finished = ends
-            .iter()
-            .all(|e| matches!(e, LaneEnd::Finished | LaneEnd::Halted))
+        let finished = !waiting
+            && ends
+                .iter()
+                .all(|e| matches!(e, LaneEnd::Finished | LaneEnd::Halted))
             && ends.contains(&LaneEnd::Finished);
         if finished {
             ShardEnd::Finished
@@ -491,20 +579,15 @@ impl SourceRunner {
     /// is detached (it catches up on its own reader) as long as another lane
     /// keeps up; when every attached lane is full, the shared reader waits
     /// (backpressure) instead of multiplying readers.
-    async fn publish(
-        &self,
-        queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
-        published: Arc<Published>,
-        stop: &Shutdown,
-    ) {
+    async fn publish(&self, slots: &mut [LaneSlot], published: Arc<Published>, stop: &Shutdown) {
         let mut full = Vec::new();
         let mut delivered = 0usize;
-        for (i, slot) in queues.iter_mut().enumerate() {
-            let Some(queue) = slot else { continue };
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let Some(queue) = &slot.queue else { continue };
             match queue.try_send(published.clone()) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => full.push(i),
-                Err(mpsc::error::TrySendError::Closed(_)) => *slot = None,
+                Err(mpsc::error::TrySendError::Closed(_)) => slot.queue = None,
             }
         }
         if full.is_empty() {
@@ -512,22 +595,201 @@ impl SourceRunner {
         }
         if delivered > 0 {
             for i in full {
-                tracing::info!(source = %self.name, pipeline = %self.pipelines[i].name, "pipeline's buffer is full; detaching it from the shared reader");
-                queues[i] = None;
+                tracing::info!(source = %self.name, pipeline = %slots[i].pipeline.name, "pipeline's buffer is full; detaching it from the shared reader");
+                slots[i].queue = None;
             }
             return;
         }
         for i in full {
-            let Some(queue) = &queues[i] else { continue };
+            let Some(queue) = &slots[i].queue else {
+                continue;
+            };
             let sent = tokio::select! {
                 sent = queue.send(published.clone()) => sent.is_ok(),
                 _ = stop.requested() => false,
             };
             if !sent {
-                queues[i] = None;
+                slots[i].queue = None;
             }
         }
     }
+}
+
+/// What a shard task starts with (`start_ready_shards`).
+struct ShardTask {
+    shard: ShardInfo,
+    /// Where the shared reader starts.
+    start: StartAt,
+    /// Each active pipeline and how its lane starts.
+    lanes: Vec<(Arc<Pipeline>, LaneStart)>,
+    closed: tokio::sync::watch::Receiver<HashSet<String>>,
+    /// The source's shards as last listed (parents of pipelines added later).
+    listing: tokio::sync::watch::Receiver<Arc<BTreeMap<String, ShardInfo>>>,
+    hold: Hold,
+}
+
+/// What `start_ready_shards` decides from.
+struct Ready<'a> {
+    shards: &'a BTreeMap<String, ShardInfo>,
+    closed: &'a tokio::sync::watch::Receiver<HashSet<String>>,
+    listing: &'a tokio::sync::watch::Receiver<Arc<BTreeMap<String, ShardInfo>>>,
+}
+
+/// What every lane of one shard task shares.
+struct LaneContext {
+    stream: String,
+    shard_id: Arc<str>,
+    stop: Shutdown,
+    hold: Hold,
+    read: Arc<ReadSetup>,
+    rejoin: mpsc::UnboundedSender<Rejoin>,
+}
+
+/// One lane of a shard task, running or ended.
+struct LaneSlot {
+    pipeline: Arc<Pipeline>,
+    /// Its queue while attached to the shared reader.
+    queue: Option<mpsc::Sender<Arc<Published>>>,
+    /// Its own stop: the shard's, or its retirement (`lane_stop`).
+    stop: Shutdown,
+    forwarder: tokio::task::JoinHandle<()>,
+    /// Its pipeline was removed or replaced: it stops after the batch in flight.
+    retiring: bool,
+    running: bool,
+}
+
+impl LaneSlot {
+    fn ended(&mut self) {
+        self.running = false;
+        self.queue = None;
+        self.forwarder.abort();
+    }
+}
+
+/// The lanes of one shard task: each pipeline's, as reloads add and retire them.
+struct Lanes {
+    context: LaneContext,
+    /// Indexed by lane number (`Lane::index`); ended lanes stay.
+    slots: Vec<LaneSlot>,
+    tasks: JoinSet<LaneEnd>,
+    by_task: BTreeMap<tokio::task::Id, usize>,
+}
+
+impl Lanes {
+    /// Starts `pipeline`'s lane: attached to the shared reader from its
+    /// first batch, or on its own reader from `initial`.
+    fn spawn(
+        &mut self,
+        runner: &SourceRunner,
+        pipeline: Arc<Pipeline>,
+        position: Option<ShardPosition>,
+        initial: StartAt,
+        attached: bool,
+    ) {
+        let index = self.slots.len();
+        let (queue, receiver) = mpsc::channel(pipeline.buffer_batches);
+        let (stop, forwarder) = lane_stop(&self.context.stop, runner.retire_drain);
+        let lane = Lane {
+            index,
+            pipeline: pipeline.clone(),
+            source: runner.name.clone(),
+            stream: self.context.stream.clone(),
+            shard_id: self.context.shard_id.clone(),
+            checkpoints: runner.checkpoints.clone(),
+            shutdown: stop.clone(),
+            hold: self.context.hold.clone(),
+            position,
+            initial,
+            read: self.context.read.clone(),
+            rejoin: self.context.rejoin.clone(),
+        };
+        let handle = self.tasks.spawn(lane.run(receiver));
+        self.by_task.insert(handle.id(), index);
+        self.slots.push(LaneSlot {
+            pipeline,
+            queue: attached.then_some(queue),
+            stop,
+            forwarder,
+            retiring: false,
+            running: true,
+        });
+    }
+
+    fn detach_all(&mut self) {
+        self.slots.iter_mut().for_each(|s| s.queue = None);
+    }
+
+    /// Follows the active pipelines: a lane whose pipeline is gone (removed,
+    /// or replaced by a changed version) stops after its batch in flight; a
+    /// pipeline without a lane gets one from its stored position once no
+    /// earlier version of it still runs here. True if some pipeline waits
+    /// (for that, or for a parent shard).
+    fn reconcile(
+        &mut self,
+        runner: &SourceRunner,
+        active: &[Arc<Pipeline>],
+        shard: &ShardInfo,
+        listed: &BTreeMap<String, ShardInfo>,
+    ) -> bool {
+        for slot in self.slots.iter_mut().filter(|s| s.running && !s.retiring) {
+            if !active.iter().any(|p| same(p, &slot.pipeline)) {
+                tracing::info!(source = %runner.name, pipeline = %slot.pipeline.name, shard = %self.context.shard_id, "pipeline removed or changed; its lane stops after the batch in flight");
+                slot.retiring = true;
+                slot.queue = None;
+                slot.stop.request();
+            }
+        }
+        let mut waiting = false;
+        for pipeline in active {
+            if self.slots.iter().any(|s| same(&s.pipeline, pipeline)) {
+                continue;
+            }
+            if self
+                .slots
+                .iter()
+                .any(|s| s.running && s.pipeline.name == pipeline.name)
+            {
+                waiting = true;
+                continue;
+            }
+            match runner.start_of(pipeline, shard, listed) {
+                Start::Done => {}
+                Start::Wait => waiting = true,
+                Start::Read { at, skip } => {
+                    tracing::info!(source = %runner.name, pipeline = %pipeline.name, shard = %self.context.shard_id, start = ?at, "pipeline added; it starts on its own reader");
+                    self.spawn(runner, pipeline.clone(), skip, at, false);
+                }
+            }
+        }
+        waiting
+    }
+}
+
+/// A lane's own stop signal: requested with the shard's, or alone when its
+/// pipeline is retired (then abandoned after `drain`, if set); abandoned
+/// with the shard's.
+fn lane_stop(shard: &Shutdown, drain: Option<Duration>) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    let lane = Shutdown::new();
+    let (shard, me) = (shard.clone(), lane.clone());
+    let forwarder = tokio::spawn(async move {
+        let retired = tokio::select! {
+            _ = shard.requested() => false,
+            _ = me.requested() => true,
+        };
+        me.request();
+        let drained = async {
+            match (retired, drain) {
+                (true, Some(drain)) => tokio::time::sleep(drain).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shard.abandoned() => {}
+            _ = drained => tracing::warn!("a removed pipeline's batch did not finish within shutdown_timeout_s; abandoning it (not checkpointed)"),
+        }
+        me.abandon();
+    });
+    (lane, forwarder)
 }
 
 /// The stop signal of one shard's task: requested with the process's
@@ -571,16 +833,19 @@ fn answer_rejoin(
     rejoin: Rejoin,
     reading: bool,
     last_published: &Option<ShardPosition>,
-    queues: &mut [Option<mpsc::Sender<Arc<Published>>>],
+    slots: &mut [LaneSlot],
 ) {
     let caught_up = match (last_published, &rejoin.position) {
         (None, _) => true,
         (Some(published), Some(position)) => position.cmp_position(published).is_ge(),
         (Some(_), None) => false,
     };
-    let accepted = reading && caught_up;
-    if accepted && let Some(slot) = queues.get_mut(rejoin.lane) {
-        *slot = Some(rejoin.queue);
+    let slot = slots
+        .get_mut(rejoin.lane)
+        .filter(|s| s.running && !s.retiring);
+    let accepted = reading && caught_up && slot.is_some();
+    if accepted && let Some(slot) = slot {
+        slot.queue = Some(rejoin.queue);
     }
     let _ = rejoin.accepted.send(accepted);
 }

@@ -9,6 +9,7 @@
 pub mod coordinator;
 pub mod efo;
 pub mod lane;
+pub mod pipeline_set;
 pub mod reader;
 pub mod start;
 pub mod stats;
