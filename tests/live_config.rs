@@ -148,9 +148,18 @@ async fn pipelines_added_removed_and_rerouted_while_records_flow() {
     let all = records(3600, 0);
     let waves: Vec<&[Rec]> = all.chunks(150).collect();
     let mut applied = Vec::new();
+    // The untouched pipeline's progress at each wave's end: (time, records
+    // put so far, records `keep` took), for its throughput around the changes.
+    let keep_in = "distributary_pipeline_records_in_total{pipeline=\"keep\"}";
+    let mut progress = Vec::new();
     for (i, wave) in waves.iter().enumerate() {
         put_all(client, "input", wave).await.unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
+        progress.push((
+            Instant::now(),
+            (i + 1) * wave.len(),
+            metric_value(port, keep_in).unwrap_or(0.0),
+        ));
         if i == 7 {
             // Add `new`, remove `gone`, send tenant a to output b.
             write_atomically(&config, &streams.config(&["keep", "route", "new"], "b"));
@@ -236,6 +245,21 @@ async fn pipelines_added_removed_and_rerouted_while_records_flow() {
         Some(2.0)
     );
     eprintln!("changes applied in {applied:?} after the file was written");
+    // Measured, not asserted (timing on a shared machine): `keep`'s rate and
+    // largest backlog before the first change, between them, and after.
+    for (what, waves) in [("before", 0..8), ("between", 8..16), ("after", 16..24)] {
+        let (first, last) = (&progress[waves.start], &progress[waves.end - 1]);
+        let seconds = last.0.duration_since(first.0).as_secs_f64().max(1e-3);
+        let backlog = progress[waves.clone()]
+            .iter()
+            .map(|(_, put, took)| *put as f64 - took)
+            .fold(0.0, f64::max);
+        eprintln!(
+            "keep {what} the changes: {:.0} records/s taken, {:.0} put; largest backlog {backlog:.0} records",
+            (last.2 - first.2) / seconds,
+            (last.1 - first.1) as f64 / seconds
+        );
+    }
     running.stop_cleanly();
 }
 

@@ -60,10 +60,12 @@ pub struct LeaseManager {
     wake_renewer: Notify,
     wake_taker: Notify,
     stopped: AtomicBool,
-    /// Held by each renewer pass and each taker's writes: `release_all`
-    /// takes it once `stopped` is set, so no renewal or take races the
-    /// final writes (which are conditional on the counters it then reads).
-    pass: tokio::sync::Mutex<()>,
+    /// Read-held by each renewer pass and each taker's writes, which run side
+    /// by side (a slow take must never delay renewals past the fencing
+    /// margin); write-held by `release_all` once `stopped` is set, so no
+    /// renewal or take races the final writes (which are conditional on the
+    /// counters it then reads).
+    pass: tokio::sync::RwLock<()>,
     /// Leases taken, stolen and lost since start (for /metrics).
     pub taken: AtomicU64,
     pub lost: AtomicU64,
@@ -126,7 +128,7 @@ impl LeaseManager {
             wake_renewer: Notify::new(),
             wake_taker: Notify::new(),
             stopped: AtomicBool::new(false),
-            pass: tokio::sync::Mutex::new(()),
+            pass: tokio::sync::RwLock::new(()),
             taken: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         })
@@ -192,7 +194,7 @@ impl LeaseManager {
         let interval = self.settings.failover / 3;
         loop {
             let (failing, settling) = {
-                let _pass = self.pass.lock().await;
+                let _pass = self.pass.read().await;
                 if self.stopped.load(Ordering::Acquire) {
                     return;
                 }
@@ -597,7 +599,7 @@ impl LeaseManager {
                 |v| fastrand::shuffle(v),
             )
         };
-        let _pass = self.pass.lock().await;
+        let _pass = self.pass.read().await;
         for action in actions {
             if self.stopped.load(Ordering::Acquire) {
                 break;
@@ -635,7 +637,7 @@ impl LeaseManager {
         self.stopped.store(true, Ordering::Release);
         self.wake_renewer.notify_one();
         self.wake_taker.notify_one();
-        let _pass = self.pass.lock().await;
+        let _pass = self.pass.write().await;
         let work: Vec<(String, u64, bool, BTreeMap<String, Position>)> = self
             .lock()
             .held

@@ -468,6 +468,7 @@ impl SourceRunner {
         // Publish until the shard ends, shutdown, or no lane is attached or alive.
         let mut last_published: Option<ShardPosition> = None;
         let mut reading = true;
+        let mut lost = false;
         let mut ends = Vec::new();
         loop {
             if lanes.tasks.is_empty() {
@@ -548,8 +549,9 @@ impl SourceRunner {
                     let list = self.pipelines.active();
                     waiting = lanes.reconcile(&self, &list, &shard, &listing.borrow());
                 }
-                _ = hold.lost() => {
+                _ = hold.lost(), if !lost => {
                     // Another instance may own the shard now: stop writing at once.
+                    lost = true;
                     tracing::warn!(source = %self.name, shard = %shard_id, "lease lost; stopping the shard at once");
                     lanes.tasks.abort_all();
                     reading = false;
