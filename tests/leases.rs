@@ -25,6 +25,8 @@ struct Cluster {
     extra_source: &'static str,
     /// Where instance i0 serves /metrics.
     metrics_port: u16,
+    /// `checkpoint.failover_ms` of every instance.
+    failover_ms: u64,
 }
 
 impl Cluster {
@@ -49,12 +51,13 @@ impl Cluster {
             dir: TestDir::new().unwrap(),
             extra_source: "",
             metrics_port: free_port_pair(),
+            failover_ms: FAILOVER_MS,
         }
     }
 
     fn config(&self, instance: &str) -> PathBuf {
         let (kin, dyn_) = (&self.kinesis.endpoint, &self.table_endpoint);
-        let extra = self.extra_source;
+        let (extra, failover_ms) = (self.extra_source, self.failover_ms);
         let mut text = format!(
             "[sources.input]\nstream = \"input\"\nendpoint_url = \"{kin}\"\npoll_interval_ms = 200\nshard_discovery_interval_s = 1\n{extra}\n"
         );
@@ -65,7 +68,7 @@ impl Cluster {
         }
         let names: Vec<String> = (0..OUTPUTS).map(|i| format!("\"o{i}\"")).collect();
         text.push_str(&format!(
-            "[checkpoint]\nstore = \"dynamodb\"\ntable = \"{TABLE}\"\nendpoint_url = \"{dyn_}\"\nfailover_ms = {FAILOVER_MS}\ninstance_id = \"{instance}\"\ncreate_table = true\npath = \"state-{instance}\"\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [{}]\n",
+            "[checkpoint]\nstore = \"dynamodb\"\ntable = \"{TABLE}\"\nendpoint_url = \"{dyn_}\"\nfailover_ms = {failover_ms}\ninstance_id = \"{instance}\"\ncreate_table = true\npath = \"state-{instance}\"\n\n[[pipelines]]\nname = \"p\"\nsource = \"input\"\noutputs = [{}]\n",
             names.join(", ")
         ));
         if instance == "i0" {
@@ -81,6 +84,22 @@ impl Cluster {
 
     fn instance(&self, name: &str) -> Distributary {
         Distributary::start(&self.config(name)).unwrap()
+    }
+
+    /// Starts i0, i1 and i2 and waits until they hold the shards evenly.
+    async fn three_spread(&self) -> [Distributary; 3] {
+        let instances = [
+            self.instance("i0"),
+            self.instance("i1"),
+            self.instance("i2"),
+        ];
+        self.wait_owners(
+            "spread",
+            Duration::from_secs(60),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+        instances
     }
 
     /// Owner → number of unfinished leases it holds (None: unowned).
@@ -300,16 +319,7 @@ async fn three_instances_spread_and_deliver_exactly_once_on_dynalite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_s_shards_are_taken_within_two_failover_periods() {
     let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
-    let i0 = cluster.instance("i0");
-    let i1 = cluster.instance("i1");
-    let i2 = cluster.instance("i2");
-    cluster
-        .wait_owners(
-            "spread",
-            Duration::from_secs(60),
-            spread(&["i0", "i1", "i2"]),
-        )
-        .await;
+    let [i0, i1, i2] = cluster.three_spread().await;
     let records = numbered_records(4000, 200, "");
     let writer = write_slowly(cluster.client.clone(), records.clone());
     wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
@@ -340,16 +350,7 @@ async fn a_killed_instance_s_shards_are_taken_within_two_failover_periods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_leases_for_the_others_with_nothing_lost_or_duplicated() {
     let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
-    let i0 = cluster.instance("i0");
-    let i1 = cluster.instance("i1");
-    let i2 = cluster.instance("i2");
-    cluster
-        .wait_owners(
-            "spread",
-            Duration::from_secs(60),
-            spread(&["i0", "i1", "i2"]),
-        )
-        .await;
+    let [i0, i1, i2] = cluster.three_spread().await;
     let records = numbered_records(4000, 200, "");
     let writer = write_slowly(cluster.client.clone(), records.clone());
     wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
@@ -381,18 +382,7 @@ async fn sigterm_releases_leases_for_the_others_with_nothing_lost_or_duplicated(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_instance_gets_leases_by_handoff_with_nothing_lost_or_duplicated() {
     let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
-    let instances = [
-        cluster.instance("i0"),
-        cluster.instance("i1"),
-        cluster.instance("i2"),
-    ];
-    cluster
-        .wait_owners(
-            "spread",
-            Duration::from_secs(60),
-            spread(&["i0", "i1", "i2"]),
-        )
-        .await;
+    let instances = cluster.three_spread().await;
     let records = numbered_records(4000, 200, "");
     let writer = write_slowly(cluster.client.clone(), records.clone());
     wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
@@ -430,16 +420,7 @@ async fn a_joining_instance_gets_leases_by_handoff_with_nothing_lost_or_duplicat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_instance_fences_itself_and_the_others_own_its_shards() {
     let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
-    let i0 = cluster.instance("i0");
-    let i1 = cluster.instance("i1");
-    let i2 = cluster.instance("i2");
-    cluster
-        .wait_owners(
-            "spread",
-            Duration::from_secs(60),
-            spread(&["i0", "i1", "i2"]),
-        )
-        .await;
+    let [i0, i1, i2] = cluster.three_spread().await;
     let records = numbered_records(4000, 200, "");
     let writer = write_slowly(cluster.client.clone(), records.clone());
     wait_for_count(&cluster.client, "out-0", 1000, Duration::from_secs(60))
@@ -532,23 +513,17 @@ async fn lease_table_errors_within_the_margin_keep_every_lease_and_throttling_lo
         .await
         .unwrap();
     cluster.table_endpoint = proxy.endpoint.clone();
-    let instances = [
-        cluster.instance("i0"),
-        cluster.instance("i1"),
-        cluster.instance("i2"),
-    ];
-    cluster
-        .wait_owners(
-            "spread",
-            Duration::from_secs(60),
-            spread(&["i0", "i1", "i2"]),
-        )
-        .await;
+    // Failover long enough that the margin after a missed renewal period
+    // (failover/2 - failover/3 = 1 s) really is longer than each outage
+    // below plus a loaded emulator's answer: at 3 s it is 500 ms, and moto
+    // on two busy cores answers in up to a few hundred.
+    cluster.failover_ms = 6000;
+    let instances = cluster.three_spread().await;
     let records = numbered_records(4000, 200, "");
     let writer = write_slowly(cluster.client.clone(), records.clone());
     // Every lease-table call fails for 300 ms, five times: shorter than the
-    // margin left after a missed renewal period (failover/2 - failover/3 =
-    // 500 ms, less the 100 ms retry interval and a call's latency).
+    // margin left after a missed renewal period (1 s, less the 100 ms retry
+    // interval and a call's latency).
     for _ in 0..5 {
         proxy.set_call_failure_rate(1.0);
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -187,19 +187,34 @@ pub enum RenewFailed {
     /// A taker started a handoff: this instance drains and writes the final
     /// positions, renewing as `checkpointOwner` meanwhile (at `counter`).
     Handoff { counter: u64 },
+    /// This instance's own earlier renewal landed although its answer was
+    /// lost (a timed-out attempt): the item is exactly one write past the
+    /// counter it was conditional on, still owned by this instance and not
+    /// in a handoff. Only this instance writes `leaseOwner = me` while it
+    /// holds the lease, so the lease is still its own, at `counter`.
+    Landed { counter: u64 },
     /// The lease is someone else's: stop at once.
     Lost,
 }
 
+/// `held` is the counter the refused renewal was conditional on; `owner`,
+/// `checkpoint_owner` and `counter` are the item as it reads now.
 pub fn renew_failed(
     owner: Option<&str>,
     checkpoint_owner: Option<&str>,
     counter: u64,
+    held: u64,
     me: &str,
     draining: bool,
 ) -> RenewFailed {
     if checkpoint_owner == Some(me) && (draining || owner != Some(me)) {
         RenewFailed::Handoff { counter }
+    } else if !draining
+        && owner == Some(me)
+        && checkpoint_owner.is_none()
+        && counter == held.saturating_add(1)
+    {
+        RenewFailed::Landed { counter }
     } else {
         RenewFailed::Lost
     }
@@ -392,13 +407,43 @@ mod tests {
     #[test]
     fn a_failed_renewal_is_a_handoff_only_when_this_instance_drains_it() {
         assert_eq!(
-            renew_failed(Some("taker"), Some("me"), 9, "me", false),
+            renew_failed(Some("taker"), Some("me"), 9, 8, "me", false),
             RenewFailed::Handoff { counter: 9 }
         );
         assert_eq!(
-            renew_failed(Some("x"), None, 9, "me", false),
+            renew_failed(Some("x"), None, 9, 8, "me", false),
             RenewFailed::Lost
         );
-        assert_eq!(renew_failed(None, None, 9, "me", true), RenewFailed::Lost);
+        assert_eq!(
+            renew_failed(None, None, 9, 8, "me", true),
+            RenewFailed::Lost
+        );
+    }
+
+    #[test]
+    fn a_renewal_whose_answer_was_lost_keeps_the_lease_only_if_it_was_the_one_write_since() {
+        // Our own write landed: one past the counter it was conditional on.
+        assert_eq!(
+            renew_failed(Some("me"), None, 9, 8, "me", false),
+            RenewFailed::Landed { counter: 9 }
+        );
+        // More than one write since: someone else wrote in between.
+        assert_eq!(
+            renew_failed(Some("me"), None, 10, 8, "me", false),
+            RenewFailed::Lost
+        );
+        // Released, taken by another, or in a handoff to another instance.
+        assert_eq!(
+            renew_failed(None, None, 9, 8, "me", false),
+            RenewFailed::Lost
+        );
+        assert_eq!(
+            renew_failed(Some("x"), None, 9, 8, "me", false),
+            RenewFailed::Lost
+        );
+        assert_eq!(
+            renew_failed(Some("me"), Some("x"), 9, 8, "me", false),
+            RenewFailed::Lost
+        );
     }
 }

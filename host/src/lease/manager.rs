@@ -325,12 +325,25 @@ impl LeaseManager {
                         lease.owner.as_deref(),
                         lease.checkpoint_owner.as_deref(),
                         lease.counter,
+                        counter,
                         &self.settings.me,
                         draining,
                     );
                     match why {
                         RenewFailed::Handoff { counter: now } => {
                             self.begin_handoff(&key, counter, now)
+                        }
+                        RenewFailed::Landed { counter: now } => {
+                            // Adopt the counter; renewed again soon, which
+                            // also stores any positions that write carried.
+                            let mut state = self.lock();
+                            if let Some(held) = state.held.get_mut(&key)
+                                && held.counter == counter
+                            {
+                                held.counter = now;
+                                held.written = None;
+                            }
+                            failing = true;
                         }
                         RenewFailed::Lost => {
                             tracing::warn!(lease = %key, owner = ?lease.owner, "lease lost to another instance; stopping its shard");
