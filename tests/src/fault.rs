@@ -14,7 +14,9 @@
 //! the emulators answer in about 1 ms. In front of any other AWS JSON or
 //! query API (DynamoDB, STS) it can throttle a share of every call
 //! (`set_call_failure_rate`: 400 ProvisionedThroughputExceededException, in
-//! the protocol's own error shape), and it keeps what the tests inspect:
+//! the protocol's own error shape), or forward a call and then never answer
+//! it (`lose_answers`: the write took effect, its caller cannot know), and
+//! it keeps what the tests inspect:
 //! each call's Authorization header and the bodies of calls and answers
 //! (`seen`).
 
@@ -43,7 +45,18 @@ pub struct FaultProxy {
     /// Calls answered with an injected throttling error.
     pub calls_failed: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    lost_answers: Arc<Mutex<LostAnswers>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Which calls `lose_answers` still withholds the answer of.
+#[derive(Default)]
+struct LostAnswers {
+    /// The API, as the end of the `x-amz-target` header (e.g. `.UpdateItem`).
+    target: String,
+    remaining: u64,
+    /// Answers withheld so far.
+    lost: u64,
 }
 
 /// One call through the proxy, as the tests inspect it.
@@ -73,6 +86,7 @@ struct State {
     call_failure_rate: Arc<AtomicU64>,
     calls_failed: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    lost_answers: Arc<Mutex<LostAnswers>>,
 }
 
 /// At most this many calls are kept for `seen` (the first ones).
@@ -109,6 +123,20 @@ impl FaultProxy {
             .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The next `calls` calls whose `x-amz-target` ends with `target` are
+    /// forwarded (they take effect upstream) and then never answered.
+    pub fn lose_answers(&self, target: &str, calls: u64) {
+        if let Ok(mut lost) = self.lost_answers.lock() {
+            lost.target = target.to_string();
+            lost.remaining = calls;
+        }
+    }
+
+    /// How many answers `lose_answers` has withheld so far.
+    pub fn answers_lost(&self) -> u64 {
+        self.lost_answers.lock().map_or(0, |l| l.lost)
+    }
+
     /// From now on (while `stalled`), takes every call and never answers it.
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::Relaxed);
@@ -132,7 +160,9 @@ impl FaultProxy {
         let call_failure_rate = Arc::new(AtomicU64::new(0f64.to_bits()));
         let calls_failed = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let lost_answers = Arc::new(Mutex::new(LostAnswers::default()));
         let state = Arc::new(State {
+            lost_answers: lost_answers.clone(),
             call_failure_rate: call_failure_rate.clone(),
             calls_failed: calls_failed.clone(),
             seen: seen.clone(),
@@ -173,6 +203,7 @@ impl FaultProxy {
             call_failure_rate,
             calls_failed,
             seen,
+            lost_answers,
             task,
         })
     }
@@ -226,6 +257,18 @@ async fn handle(
     } else {
         forward(&state, &parts, body).await
     };
+    let lose = state.lost_answers.lock().is_ok_and(|mut l| {
+        let lose = l.remaining > 0 && !l.target.is_empty() && target.ends_with(&l.target);
+        if lose {
+            l.remaining -= 1;
+            l.lost += 1;
+        }
+        lose
+    });
+    if lose {
+        // Taken upstream, never answered: the caller must give up on its own.
+        std::future::pending::<()>().await;
+    }
     let keep = state.seen.lock().is_ok_and(|s| s.len() < SEEN_KEPT);
     if !keep {
         return Ok(response);

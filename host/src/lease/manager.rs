@@ -4,12 +4,16 @@
 //!
 //! - **Renewer**, every `failover / 3` (every 100 ms while a renewal is
 //!   failing): one conditional UpdateItem per held lease, storing the
-//!   shard's positions when they moved since the last write. A failed
+//!   shard's positions when they moved since the last write. Each call
+//!   (attempts end after `failover / 12`) goes on its own. A failed
 //!   condition is read back: a handoff to another instance (this one drains
-//!   the shard and writes its final positions) or a lost lease (stop at once).
+//!   the shard and writes its final positions), this instance's own
+//!   unanswered renewal that took effect (kept), or a lost lease (stop at
+//!   once). Final writes of ended shards run beside the renewals.
 //! - **Watchdog**, every 100 ms: a lease not renewed for `failover / 2` is
 //!   given up on this side (its shard stops at once): other instances take
-//!   it only after seeing its counter still for `failover`.
+//!   it only after seeing its counter still for `failover`. A lease whose
+//!   shard task already ended only waits for its (conditional) final write.
 //! - **Taker**, every `failover / 2` ± 20 %: creates the leases of newly
 //!   listed shards, scans the table, takes or steals what `decide::plan`
 //!   says, and follows the handoffs to this instance (`decide::pending_step`).
@@ -98,10 +102,21 @@ struct Held {
     draining: bool,
     /// The task ended; the lease waits for its final write.
     settle: Option<Settle>,
+    /// When the first renewal since the last answered one was sent, if one
+    /// failed: a write of it that took effect unanswered landed after this.
+    unanswered_since: Option<Instant>,
 }
 
 /// One renewal to send: key, counter held, positions if they moved, draining.
 type Renewal = (String, u64, Option<BTreeMap<String, Position>>, bool);
+
+/// How one renewal call ended.
+enum Renewed {
+    Done(Lease),
+    /// Its condition failed: the lease as read back right after.
+    Refused(anyhow::Result<Option<Lease>>),
+    Failed(anyhow::Error),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settle {
@@ -198,8 +213,9 @@ impl LeaseManager {
                 if self.stopped.load(Ordering::Acquire) {
                     return;
                 }
-                let failing = self.renew_all().await;
-                let settling = self.settle_ended().await;
+                // Disjoint leases (settling ones are not renewed): side by
+                // side, so a slow final write delays no renewal.
+                let (failing, settling) = tokio::join!(self.renew_all(), self.settle_ended());
                 self.follow_pending().await;
                 (failing, settling)
             };
@@ -238,7 +254,9 @@ impl LeaseManager {
                 .lock()
                 .held
                 .iter()
-                .filter(|(_, h)| now >= h.valid_until.load(Ordering::Acquire))
+                // A settling lease's shard task has ended: nothing is read or
+                // written for it, and its final write is conditional anyway.
+                .filter(|(_, h)| h.settle.is_none() && now >= h.valid_until.load(Ordering::Acquire))
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {
@@ -279,26 +297,32 @@ impl LeaseManager {
         if work.is_empty() {
             return false;
         }
+        // Each lease's renewal, and the read-back of a refused one, go on
+        // their own: one unanswered call delays no other lease.
         let mut calls = tokio::task::JoinSet::new();
         for (key, counter, positions, draining) in work {
             let (table, me) = (self.table.clone(), self.settings.me.clone());
             calls.spawn(async move {
                 let sent = Instant::now();
-                let result = table
+                let outcome = match table
                     .renew(&key, counter, &me, positions.as_ref(), draining)
-                    .await;
-                (key, counter, positions, draining, sent, result)
+                    .await
+                {
+                    Ok(Some(lease)) => Renewed::Done(lease),
+                    Ok(None) => Renewed::Refused(table.get(&key).await),
+                    Err(error) => Renewed::Failed(error),
+                };
+                (key, counter, positions, draining, sent, outcome)
             });
         }
         let mut failing = false;
-        let mut refused = Vec::new();
         while let Some(joined) = calls.join_next().await {
-            let Ok((key, counter, positions, draining, sent, result)) = joined else {
+            let Ok((key, counter, positions, draining, sent, outcome)) = joined else {
                 failing = true;
                 continue;
             };
-            match result {
-                Ok(Some(lease)) => {
+            match outcome {
+                Renewed::Done(lease) => {
                     let mut state = self.lock();
                     if let Some(held) = state.held.get_mut(&key)
                         && held.counter == counter
@@ -306,21 +330,22 @@ impl LeaseManager {
                         held.counter = lease.counter;
                         held.valid_until
                             .store(self.valid_until(sent), Ordering::Release);
+                        held.unanswered_since = None;
                         if positions.is_some() {
                             held.written = positions;
                         }
                     }
                 }
-                Ok(None) => refused.push((key, counter, draining)),
-                Err(error) => {
+                Renewed::Failed(error) => {
+                    if let Some(held) = self.lock().held.get_mut(&key)
+                        && held.counter == counter
+                    {
+                        held.unanswered_since.get_or_insert(sent);
+                    }
                     failing = true;
                     tracing::warn!(lease = %key, error = %format!("{error:#}"), "lease renewal failed; retrying");
                 }
-            }
-        }
-        for (key, counter, draining) in refused {
-            match self.table.get(&key).await {
-                Ok(Some(lease)) => {
+                Renewed::Refused(Ok(Some(lease))) => {
                     let why = decide::renew_failed(
                         lease.owner.as_deref(),
                         lease.checkpoint_owner.as_deref(),
@@ -334,15 +359,7 @@ impl LeaseManager {
                             self.begin_handoff(&key, counter, now)
                         }
                         RenewFailed::Landed { counter: now } => {
-                            // Adopt the counter; renewed again soon, which
-                            // also stores any positions that write carried.
-                            let mut state = self.lock();
-                            if let Some(held) = state.held.get_mut(&key)
-                                && held.counter == counter
-                            {
-                                held.counter = now;
-                                held.written = None;
-                            }
+                            self.adopt_landed(&key, counter, now);
                             failing = true;
                         }
                         RenewFailed::Lost => {
@@ -351,14 +368,33 @@ impl LeaseManager {
                         }
                     }
                 }
-                Ok(None) => self.lose(&key),
-                Err(error) => {
+                Renewed::Refused(Ok(None)) => self.lose(&key),
+                Renewed::Refused(Err(error)) => {
                     failing = true;
                     tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot read a lease back after a refused renewal; retrying");
                 }
             }
         }
         failing
+    }
+
+    /// This instance's own unanswered renewal of `key` (held at `was`) took
+    /// effect: the lease is at `now`. Peers saw the counter move no earlier
+    /// than that write was sent, so it is valid from then; it is renewed
+    /// again soon, which also stores the positions that write carried.
+    fn adopt_landed(&self, key: &str, was: u64, now: u64) {
+        let mut state = self.lock();
+        if let Some(held) = state.held.get_mut(key)
+            && held.counter == was
+        {
+            tracing::info!(lease = %key, counter = now, "an unanswered renewal had taken effect; lease kept");
+            held.counter = now;
+            held.written = None;
+            if let Some(sent) = held.unanswered_since.take() {
+                held.valid_until
+                    .fetch_max(self.valid_until(sent), Ordering::AcqRel);
+            }
+        }
     }
 
     /// Another instance stole `key`: drain its shard, then write the final positions.
@@ -491,6 +527,7 @@ impl LeaseManager {
             written: Some(lease.checkpoints.clone()),
             draining: false,
             settle: None,
+            unanswered_since: None,
         };
         tracing::info!(lease = %lease.key, counter = lease.counter, switches = lease.owner_switches, "lease held");
         self.lock().held.insert(lease.key.clone(), held);
