@@ -323,6 +323,12 @@ impl Collector for Metrics {
             "Records that landed after a newer record of their partition key (ordering = \"none\" only; by the sequence numbers Kinesis assigned)",
             per_output(&|w| load(&w.stats.reordered)),
         )?;
+        counters(
+            &mut encoder,
+            "distributary_output_records_fenced",
+            "Records not sent because their source shard's lease was lost (or not renewed within failover_ms / 2) while they waited: the shard's new owner writes them",
+            per_output(&|w| load(&w.stats.fenced)),
+        )?;
         gauges(
             &mut encoder,
             "distributary_output_window",

@@ -70,6 +70,11 @@ impl Hold {
         }
     }
 
+    /// A hold that never ends (the file store's): nothing to check.
+    pub fn is_forever(&self) -> bool {
+        self.valid_until.load(Ordering::Acquire) == u64::MAX
+    }
+
     pub fn state(&self) -> HoldState {
         *self.state.borrow()
     }

@@ -11,7 +11,14 @@
 //!   fair share (ceil(active leases / live instances)).
 //! - **Balancing**: when nothing is to be taken, steal one lease by handoff,
 //!   only from the instance holding the most, and only if it holds at least
-//!   2 more than this one (so two instances never trade a lease back and forth).
+//!   2 more than this one (so two instances never trade a lease back and
+//!   forth), and only while every lease of that instance was seen moving (a
+//!   steal from an instance that just died would restart the wait for its
+//!   lease's expiry).
+//! - **When to look again** (`look_again`): at the moment the first lease
+//!   seen standing still would expire, if that comes before the next scan,
+//!   so a dead instance's shards are taken about `failover` after this
+//!   instance first saw their last counter, not up to a scan period later.
 //! - **Handoff, new owner's side** (`pending_step`): wait for the old owner
 //!   to clear `checkpointOwner`; take the lease over without it when the
 //!   lease stopped moving for `failover` (the old owner died) or the handoff
@@ -127,14 +134,21 @@ pub fn plan(
     if most < mine + 2 {
         return Vec::new();
     }
+    // A live owner renews every `renewal_interval`, so every scan sees its
+    // counters move; one standing still means it may be dead or stalled.
+    let stalling = |l: &&LeaseView| l.unchanged_for >= renewal_interval(failover);
+    if active
+        .iter()
+        .filter(|l| l.owner.as_deref() == Some(richest))
+        .any(stalling)
+    {
+        return Vec::new();
+    }
     let mut candidates: Vec<&LeaseView> = active
         .iter()
         .copied()
         .filter(|l| {
-            l.owner.as_deref() == Some(richest)
-                && l.checkpoint_owner.is_none()
-                && l.parents_done
-                && !expired(l)
+            l.owner.as_deref() == Some(richest) && l.checkpoint_owner.is_none() && l.parents_done
         })
         .collect();
     shuffle(&mut candidates);
@@ -147,6 +161,23 @@ pub fn plan(
         })
         .into_iter()
         .collect()
+}
+
+/// How long after a scan the next one is worth making for expiry: until the
+/// first lease of another instance (or under a handoff) that was seen
+/// standing still would expire; None if none stands still.
+pub fn look_again(
+    leases: &[LeaseView],
+    busy: &HashSet<String>,
+    failover: Duration,
+) -> Option<Duration> {
+    leases
+        .iter()
+        .filter(|l| !l.finished && l.parents_done && !busy.contains(&l.key))
+        .filter(|l| l.owner.is_some() || l.checkpoint_owner.is_some())
+        .filter(|l| !l.unchanged_for.is_zero() && l.unchanged_for < failover)
+        .map(|l| failover - l.unchanged_for)
+        .min()
 }
 
 /// A handoff to this instance, as its lease item now reads.
@@ -218,6 +249,59 @@ pub fn renew_failed(
     } else {
         RenewFailed::Lost
     }
+}
+
+/// How often a held lease is renewed: every quarter of `failover`. (The
+/// KCL and this design's first version renew every third.) A lease is valid
+/// for `failover / 2` after its last successful renewal was sent, so a
+/// renewal falls due with `failover / 4` of validity left: room for the
+/// call, one given up unanswered after `failover / 12`, and two retries 100
+/// ms apart, where a third leaves room for one retry at most. One more
+/// small write per lease per `failover` buys that margin.
+pub fn renewal_interval(failover: Duration) -> Duration {
+    failover / 4
+}
+
+/// Which kind of call a lease is due for (the renewer's schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallDue {
+    /// A held lease's renewal.
+    Renew,
+    /// The final write of a held lease whose shard task ended.
+    Settle,
+    /// A look at a lease under handoff to this instance.
+    Follow,
+}
+
+/// The renewer's schedule: of `leases` (key, due time, kind), those due at
+/// `now` with no call in flight (`busy`), and the earliest due time among
+/// the others without a call in flight (when to look again). A lease with a
+/// call in flight is skipped: its next due time is set when the call ends.
+pub fn next_calls<'a>(
+    leases: impl Iterator<Item = (&'a str, Instant, CallDue)>,
+    busy: &HashSet<&str>,
+    now: Instant,
+) -> (Vec<(&'a str, CallDue)>, Option<Instant>) {
+    let mut due = Vec::new();
+    let mut next: Option<Instant> = None;
+    for (key, at, kind) in leases {
+        if busy.contains(key) {
+            continue;
+        }
+        if at <= now {
+            due.push((key, kind));
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (due, next)
+}
+
+/// How often the new owner of a handoff reads the lease while the old
+/// owner drains: often enough that the shard is not left unread for long
+/// once the final positions are written (one strongly consistent read).
+pub fn handoff_poll(failover: Duration) -> Duration {
+    (failover / 24).clamp(Duration::from_millis(100), Duration::from_millis(500))
 }
 
 #[cfg(test)]
@@ -445,5 +529,76 @@ mod tests {
             renew_failed(Some("me"), Some("x"), 9, 8, "me", false),
             RenewFailed::Lost
         );
+    }
+
+    #[test]
+    fn each_lease_is_called_when_due_and_never_twice_at_once() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let leases = [
+            ("late", at(0), CallDue::Renew),
+            ("busy", at(0), CallDue::Renew),
+            ("ended", at(0), CallDue::Settle),
+            ("soon", at(300), CallDue::Renew),
+            ("handoff", at(100), CallDue::Follow),
+        ];
+        let busy: HashSet<&str> = ["busy"].into_iter().collect();
+        let (due, next) = next_calls(leases.iter().copied(), &busy, at(50));
+        assert_eq!(
+            due,
+            [("late", CallDue::Renew), ("ended", CallDue::Settle)],
+            "what is due, without the lease whose call is in flight"
+        );
+        assert_eq!(next, Some(at(100)), "then wake for the earliest other");
+        // A call in flight for the only lease left: nothing to wake for.
+        let busy: HashSet<&str> = ["soon"].into_iter().collect();
+        let (due, next) = next_calls([leases[3]].into_iter(), &busy, at(400));
+        assert!(due.is_empty());
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_handoff_is_polled_often_but_not_hammered() {
+        let default = handoff_poll(Duration::from_secs(10));
+        assert!(default > Duration::from_millis(400) && default < Duration::from_millis(420));
+        assert_eq!(
+            handoff_poll(Duration::from_secs(60)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            handoff_poll(Duration::from_secs(1)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn a_lease_standing_still_is_looked_at_again_when_it_would_expire() {
+        let mut still = lease("still", Some("other"));
+        still.unchanged_for = Duration::from_secs(4);
+        let mut stiller = lease("stiller", Some("other"));
+        stiller.unchanged_for = Duration::from_secs(7);
+        let moving = lease("moving", Some("other"));
+        let mut mine = lease("mine", Some("me"));
+        mine.unchanged_for = Duration::from_secs(9);
+        let mut done = lease("done", Some("other"));
+        done.unchanged_for = Duration::from_secs(9);
+        done.finished = true;
+        let leases = [still, stiller, moving, mine, done];
+        assert_eq!(
+            look_again(&leases, &busy(&["mine"]), FAILOVER),
+            Some(Duration::from_secs(3)),
+            "the one seen still for 7 s of 10, not mine nor a finished one"
+        );
+        assert_eq!(look_again(&leases[2..3], &busy(&[]), FAILOVER), None);
+    }
+
+    #[test]
+    fn nothing_is_stolen_from_an_instance_whose_leases_stand_still() {
+        let mut leases: Vec<_> = (0..5)
+            .map(|i| lease(&format!("b{i}"), Some("big")))
+            .collect();
+        leases[3].unchanged_for = renewal_interval(FAILOVER);
+        let actions = plan(&leases, "me", &busy(&[]), FAILOVER, |_| {});
+        assert!(actions.is_empty(), "big may have just died: {actions:?}");
     }
 }

@@ -32,10 +32,10 @@ pub async fn client(
     use aws_config::BehaviorVersion;
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
-    // A renewal sent on time (F/3 after the last) must be answered, or given
-    // up on and retried, before the lease's validity ends at F/2: an attempt
-    // of F/12 leaves the other F/12 (less the 100 ms retry interval) for the
-    // retry when an answer is lost.
+    // A renewal sent on time (F/4 after the last, `decide::renewal_interval`)
+    // must be answered, or given up on and retried, before the lease's
+    // validity ends at F/2: an attempt of F/12 leaves 2F/12 (less the 100 ms
+    // retry intervals) for retries when an answer is lost.
     let attempt = (failover / 12).max(std::time::Duration::from_millis(200));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(

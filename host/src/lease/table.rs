@@ -5,8 +5,12 @@
 //! single-item conditional writes are used: no transactions, no index, so
 //! any DynamoDB implementation with conditional writes serves.
 //!
-//! A failed condition is `Ok(None)`, not an error: it is how an instance
-//! learns that the lease moved on.
+//! A failed condition is `Ok(None)` (or `Refused` from `renew`), not an
+//! error: it is how an instance learns that the lease moved on. Every
+//! conditional update asks for the item as it stands when its condition
+//! fails (`ReturnValuesOnConditionCheckFailure = ALL_OLD`), so a refused
+//! renewal is understood without a second call where the table answers it
+//! (DynamoDB, moto; dynalite does not, and then the lease is read).
 
 use super::item::{self, Lease};
 use crate::checkpoint::Position;
@@ -15,7 +19,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TableStatus,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -65,6 +69,26 @@ fn now_ms() -> i64 {
 
 /// The positions a write stores with it, if any.
 pub type Positions<'a> = Option<&'a BTreeMap<String, Position>>;
+
+/// What a conditional write did.
+#[derive(Debug)]
+pub enum Written {
+    /// It took effect: the item as written.
+    Done(Lease),
+    /// Its condition failed: the item as it stood, when the table said so
+    /// (None: not answered, or no such item).
+    Refused(Option<Lease>),
+}
+
+impl Written {
+    /// The item as written, if the write took effect.
+    fn done(self) -> Option<Lease> {
+        match self {
+            Written::Done(lease) => Some(lease),
+            Written::Refused(_) => None,
+        }
+    }
+}
 
 pub struct LeaseTable {
     client: Client,
@@ -272,15 +296,15 @@ impl LeaseTable {
         }
     }
 
-    /// A conditional UpdateItem answering the item as written, or None when
-    /// the condition failed.
+    /// A conditional UpdateItem answering the item as written, or as it
+    /// stood when the condition failed.
     async fn update(
         &self,
         key: &str,
         update: &str,
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
-    ) -> anyhow::Result<Option<Lease>> {
+    ) -> anyhow::Result<Written> {
         let out = self
             .client
             .update_item()
@@ -296,15 +320,25 @@ impl LeaseTable {
                     .collect(),
             ))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match out {
-            Ok(out) => Ok(out.attributes.as_ref().and_then(item::parse)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
+            Ok(out) => match out.attributes.as_ref().and_then(item::parse) {
+                Some(lease) => Ok(Written::Done(lease)),
+                None => anyhow::bail!(
+                    "UpdateItem of lease {key} in {} answered no lease item",
+                    self.name
+                ),
+            },
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let stood = match e.into_err() {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                        c.item().and_then(item::parse)
+                    }
+                    _ => None,
+                };
+                Ok(Written::Refused(stood))
             }
             Err(e) => Err(anyhow::anyhow!(
                 "cannot update lease {key} in {}: {}",
@@ -339,7 +373,7 @@ impl LeaseTable {
         me: &str,
         positions: Positions<'_>,
         draining: bool,
-    ) -> anyhow::Result<Option<Lease>> {
+    ) -> anyhow::Result<Written> {
         let mut set = "SET #n = :next, #r = :now".to_string();
         let mut values = vec![
             (":held", n(held)),
@@ -372,6 +406,7 @@ impl LeaseTable {
             ],
         )
         .await
+        .map(Written::done)
     }
 
     /// Starts a handoff: `me` owns the lease, `from` drains it and writes
@@ -398,6 +433,7 @@ impl LeaseTable {
             ],
         )
         .await
+        .map(Written::done)
     }
 
     /// Ends a handoff from the old owner's side: its final positions, and
@@ -420,6 +456,7 @@ impl LeaseTable {
         set.push_str(" REMOVE #co");
         self.update(key, &set, "#n = :held AND #co = :me", values)
             .await
+            .map(Written::done)
     }
 
     /// Lets a lease go (shutdown, or its shard finished), with its final
@@ -447,6 +484,7 @@ impl LeaseTable {
             values,
         )
         .await
+        .map(Written::done)
     }
 
     /// Stores where `latest` starts for `pipeline` on `stream` unless a

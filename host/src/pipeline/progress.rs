@@ -9,12 +9,20 @@
 //! decided the record's fate (routed, or its failure handled). A record is
 //! settled when nothing holds it. Records are settled in any order; only the
 //! prefix counts.
+//!
+//! A batch read under a lease carries its `Hold` (`fenced_by`): the output
+//! writers ask `writable` before they put a record of it in a request, so
+//! nothing more of a shard is written once its lease is lost or went
+//! unrenewed past the self-fencing margin, even records queued before.
 
+use crate::ownership::Hold;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct BatchProgress {
     holds: Vec<AtomicU32>,
     changed: tokio::sync::Notify,
+    /// The shard's lease, when it can end (not the file store's).
+    fence: Option<Hold>,
 }
 
 impl BatchProgress {
@@ -23,7 +31,20 @@ impl BatchProgress {
         BatchProgress {
             holds: (0..len).map(|_| AtomicU32::new(1)).collect(),
             changed: tokio::sync::Notify::new(),
+            fence: None,
         }
+    }
+
+    /// Records of this batch may be written only while `hold` is valid.
+    pub fn fenced_by(mut self, hold: &Hold) -> Self {
+        self.fence = (!hold.is_forever()).then(|| hold.clone());
+        self
+    }
+
+    /// Whether records of this batch may still be written: false once the
+    /// shard's lease is lost or past its validity (self-fencing).
+    pub fn writable(&self) -> bool {
+        self.fence.as_ref().is_none_or(Hold::is_valid)
     }
 
     pub fn len(&self) -> usize {

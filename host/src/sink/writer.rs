@@ -86,6 +86,9 @@ pub struct WriterStats {
     pub requests_retried: AtomicU64,
     /// Records that landed after a newer record of their key (`ordering = "none"`).
     pub reordered: AtomicU64,
+    /// Records not sent because their source shard's lease was lost (or
+    /// went unrenewed past the margin) while they waited in the queue.
+    pub fenced: AtomicU64,
 }
 
 pub struct OutputWriter<T: Transport = KinesisPut> {
@@ -158,6 +161,11 @@ fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
 }
 
 impl Delivery {
+    /// Whether its records may still be written (see `BatchProgress::writable`).
+    fn writable(&self) -> bool {
+        self.progress.as_ref().is_none_or(|p| p.writable())
+    }
+
     fn settle(&self, record: &OutRecord, how: Settled) {
         let mut state = lock(&self.state);
         if state.done.is_none() {
@@ -423,11 +431,30 @@ impl<T: Transport> Core<T> {
                 {
                     return;
                 }
-                let positions = state
+                let mut positions = state
                     .queue
                     .next_request(MAX_ENTRIES_PER_REQUEST, core.max_request_bytes);
                 if positions.is_empty() {
                     return;
+                }
+                // Self-fencing at the last moment before a write: records of
+                // a shard whose lease is gone leave the queue unwritten and
+                // unacknowledged (their delivery never completes; its lane
+                // is stopped by the lost lease). The new owner writes them.
+                let before = positions.len();
+                positions.retain(|&p| {
+                    let writable = state.queue.get(p).is_none_or(|i| i.delivery.writable());
+                    if !writable {
+                        state.queue.dropped(p);
+                    }
+                    writable
+                });
+                let fenced = before - positions.len();
+                if fenced > 0 {
+                    core.stats.fenced.fetch_add(fenced as u64, Atomic::Relaxed);
+                    if positions.is_empty() {
+                        continue;
+                    }
                 }
                 let entries: Vec<Entry> = positions
                     .iter()

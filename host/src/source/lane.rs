@@ -125,7 +125,8 @@ impl Lane {
             None => 0,
         };
         if start < batch.records.len() {
-            let progress = Arc::new(BatchProgress::new(batch.records.len() - start));
+            let progress =
+                Arc::new(BatchProgress::new(batch.records.len() - start).fenced_by(&self.hold));
             let mut settled = 0usize;
             let mut waiting = false;
             let (pipeline, shutdown) = (self.pipeline.clone(), self.shutdown.clone());

@@ -324,3 +324,63 @@ async fn a_request_rejected_as_a_whole_fails_the_delivery() {
     let _ = writer.deliver_checked(records(1, 1, 0), None).await;
     assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 2);
 }
+
+#[tokio::test]
+async fn records_of_a_shard_whose_lease_ended_are_not_sent() {
+    use crate::ownership::{Hold, HoldState};
+    let writer = Arc::new(
+        writer(flaky(0.0, 0.0, Duration::from_millis(2), 13)).with_max_requests_in_flight(1),
+    );
+    let (_state, rx) = tokio::sync::watch::channel(HoldState::Held);
+    let valid_until = Arc::new(AtomicU64::new(u64::MAX - 1));
+    let hold = Hold::new(rx, valid_until.clone(), std::time::Instant::now());
+    let lane = |progress: Arc<BatchProgress>, lane: u32| {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            writer
+                .deliver_checked(records(1000, 10, lane), Some(&progress))
+                .await
+        })
+    };
+    // Lane 0 reads a leased shard, lane 1 another shard (always valid).
+    let leased = lane(Arc::new(BatchProgress::new(1000).fenced_by(&hold)), 0);
+    let other = lane(Arc::new(BatchProgress::new(1000)), 1);
+    let written_of = |lane: &str| {
+        writer
+            .transport()
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.starts_with(lane))
+            .count()
+    };
+    for _ in 0..2000 {
+        if written_of("lane0-") >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The lease goes past its validity while most of lane 0 is queued.
+    valid_until.store(0, Atomic::Release);
+    other.await.unwrap().unwrap();
+    assert_eq!(written_of("lane1-"), 1000, "the other shard is untouched");
+    let stuck = tokio::time::timeout(Duration::from_millis(200), leased).await;
+    assert!(
+        stuck.is_err(),
+        "a fenced delivery never completes: its lane is stopped by the lost lease"
+    );
+    let (written, fenced) = (
+        written_of("lane0-"),
+        writer.stats.fenced.load(Atomic::Relaxed) as usize,
+    );
+    assert!(
+        (50..1000).contains(&written),
+        "written before the fence only: {written}"
+    );
+    assert_eq!(
+        written + fenced,
+        1000,
+        "every other record of the fenced shard left the queue unwritten"
+    );
+}

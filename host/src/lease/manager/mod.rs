@@ -2,14 +2,16 @@
 //! loops that keep them (renewer, taker, self-fencing watchdog), and the
 //! coordinator's `ShardOwnership` over them.
 //!
-//! - **Renewer**, every `failover / 3` (every 100 ms while a renewal is
-//!   failing): one conditional UpdateItem per held lease, storing the
-//!   shard's positions when they moved since the last write. Each call
-//!   (attempts end after `failover / 12`) goes on its own. A failed
-//!   condition is read back: a handoff to another instance (this one drains
-//!   the shard and writes its final positions), this instance's own
-//!   unanswered renewal that took effect (kept), or a lost lease (stop at
-//!   once). Final writes of ended shards run beside the renewals.
+//! - **Renewer** (`renewer.rs`): each held lease renewed by one
+//!   conditional UpdateItem `failover / 4` after its last successful one
+//!   (100 ms after a failed call), storing the shard's positions when they
+//!   moved; each lease on its own schedule, its call a task of its own, so
+//!   one unanswered call (given up after `failover / 12`) delays no other
+//!   lease. A refused renewal is understood from the item as it stood: a
+//!   handoff to another instance (this one drains the shard and writes its
+//!   final positions), this instance's own unanswered renewal that took
+//!   effect (kept), or a lost lease (stop at once). It also makes the final
+//!   writes of ended shards and follows the handoffs to this instance.
 //! - **Watchdog**, every 100 ms: a lease not renewed for `failover / 2` is
 //!   given up on this side (its shard stops at once): other instances take
 //!   it only after seeing its counter still for `failover`. A lease whose
@@ -24,9 +26,11 @@
 //! owner's final write, or by the new owner once the lease stopped moving
 //! for `failover` or the handoff passed `handoff_timeout`.
 
-use super::decide::{self, Action, LeaseView, Observations, PendingStep, RenewFailed};
+mod renewer;
+
+use super::decide::{self, Action, LeaseView, Observations};
 use super::item::{Lease, lease_key};
-use super::table::LeaseTable;
+use super::table::{LeaseTable, Written};
 use crate::checkpoint::{Checkpoints, Position};
 use crate::kinesis::ShardInfo;
 use crate::ownership::{Hold, HoldState, ShardOwnership, TaskEnd};
@@ -64,12 +68,15 @@ pub struct LeaseManager {
     wake_renewer: Notify,
     wake_taker: Notify,
     stopped: AtomicBool,
-    /// Read-held by each renewer pass and each taker's writes, which run side
-    /// by side (a slow take must never delay renewals past the fencing
-    /// margin); write-held by `release_all` once `stopped` is set, so no
-    /// renewal or take races the final writes (which are conditional on the
-    /// counters it then reads).
+    /// Read-held by the renewer for its life and by each taker's writes,
+    /// which run side by side (a slow take must never delay renewals past
+    /// the fencing margin); write-held by `release_all` once `stopped` is
+    /// set, so no renewal or take races the final writes (which are
+    /// conditional on the counters it then reads).
     pass: tokio::sync::RwLock<()>,
+    /// Renewal failures are warned about once per interval (a lease-table
+    /// outage fails every lease's call every 100 ms).
+    renewal_warnings: crate::log_limit::WarnEvery,
     /// Leases taken, stolen and lost since start (for /metrics).
     pub taken: AtomicU64,
     pub lost: AtomicU64,
@@ -78,8 +85,8 @@ pub struct LeaseManager {
 #[derive(Default)]
 struct State {
     held: BTreeMap<String, Held>,
-    /// Handoffs to this instance under way: key → (stream, shard, since).
-    pending: BTreeMap<String, (String, String, Instant)>,
+    /// Handoffs to this instance under way.
+    pending: BTreeMap<String, Pending>,
     observations: Observations,
     /// Lease keys in the table at the last scan.
     known: HashSet<String>,
@@ -105,17 +112,24 @@ struct Held {
     /// When the first renewal since the last answered one was sent, if one
     /// failed: a write of it that took effect unanswered landed after this.
     unanswered_since: Option<Instant>,
+    /// When its next call (renewal, or final write once settling) is due.
+    due: Instant,
 }
 
-/// One renewal to send: key, counter held, positions if they moved, draining.
-type Renewal = (String, u64, Option<BTreeMap<String, Position>>, bool);
+/// A handoff to this instance: the old owner drains the shard meanwhile.
+struct Pending {
+    /// When this instance stole the lease.
+    since: Instant,
+    /// When the lease is read again.
+    due: Instant,
+}
 
-/// How one renewal call ended.
-enum Renewed {
-    Done(Lease),
-    /// Its condition failed: the lease as read back right after.
-    Refused(anyhow::Result<Option<Lease>>),
-    Failed(anyhow::Error),
+/// What one taker cycle found.
+struct Cycle {
+    /// When a lease seen standing still would expire, if before the next scan.
+    look_again: Option<Duration>,
+    /// A take lost to another instance taking the same lease.
+    lost_race: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +158,7 @@ impl LeaseManager {
             wake_taker: Notify::new(),
             stopped: AtomicBool::new(false),
             pass: tokio::sync::RwLock::new(()),
+            renewal_warnings: crate::log_limit::WarnEvery::default(),
             taken: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         })
@@ -205,43 +220,28 @@ impl LeaseManager {
         ]
     }
 
-    async fn renew_loop(self: Arc<Self>) {
-        let interval = self.settings.failover / 3;
-        loop {
-            let (failing, settling) = {
-                let _pass = self.pass.read().await;
-                if self.stopped.load(Ordering::Acquire) {
-                    return;
-                }
-                // Disjoint leases (settling ones are not renewed): side by
-                // side, so a slow final write delays no renewal.
-                let (failing, settling) = tokio::join!(self.renew_all(), self.settle_ended());
-                self.follow_pending().await;
-                (failing, settling)
-            };
-            // A failed renewal is retried soon: the margin before self-fencing
-            // (failover/2) leaves failover/6 after a missed period.
-            let wait = if failing || settling {
-                interval.min(RETRY)
-            } else {
-                interval
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wake_renewer.notified() => {}
-            }
-        }
-    }
-
     async fn take_loop(self: Arc<Self>) {
         while !self.stopped.load(Ordering::Acquire) {
-            if let Err(error) = self.take_cycle().await {
-                tracing::warn!(table = %self.table.name(), error = %format!("{error:#}"), "lease scan failed; retrying");
-            }
             let base = self.settings.failover / 2;
-            let jittered = base.mul_f64(0.8 + fastrand::f64() * 0.4);
+            let mut wait = base.mul_f64(0.8 + fastrand::f64() * 0.4);
+            match self.take_cycle().await {
+                Ok(cycle) => {
+                    if let Some(expiry) = cycle.look_again {
+                        // Just past the moment, so the lease reads as expired.
+                        wait = wait.min(expiry + Duration::from_millis(50));
+                    }
+                    if cycle.lost_race {
+                        // Another instance took a lease this one meant to:
+                        // look for others soon (jittered, not to collide again).
+                        wait = wait.min(RETRY.mul_f64(2.0 + fastrand::f64() * 2.0));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(table = %self.table.name(), error = %format!("{error:#}"), "lease scan failed; retrying");
+                }
+            }
             tokio::select! {
-                _ = tokio::time::sleep(jittered) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.wake_taker.notified() => {}
             }
         }
@@ -278,241 +278,6 @@ impl LeaseManager {
         }
     }
 
-    /// Renews every held lease once, concurrently; true if one failed for
-    /// a reason other than its condition (retried soon).
-    async fn renew_all(&self) -> bool {
-        let work: Vec<Renewal> = {
-            let state = self.lock();
-            state
-                .held
-                .iter()
-                .filter(|(_, h)| h.settle.is_none())
-                .map(|(key, h)| {
-                    let now = self.checkpoints.shard_positions(&h.stream, &h.shard);
-                    let moved = h.written.as_ref() != Some(&now);
-                    (key.clone(), h.counter, moved.then_some(now), h.draining)
-                })
-                .collect()
-        };
-        if work.is_empty() {
-            return false;
-        }
-        // Each lease's renewal, and the read-back of a refused one, go on
-        // their own: one unanswered call delays no other lease.
-        let mut calls = tokio::task::JoinSet::new();
-        for (key, counter, positions, draining) in work {
-            let (table, me) = (self.table.clone(), self.settings.me.clone());
-            calls.spawn(async move {
-                let sent = Instant::now();
-                let outcome = match table
-                    .renew(&key, counter, &me, positions.as_ref(), draining)
-                    .await
-                {
-                    Ok(Some(lease)) => Renewed::Done(lease),
-                    Ok(None) => Renewed::Refused(table.get(&key).await),
-                    Err(error) => Renewed::Failed(error),
-                };
-                (key, counter, positions, draining, sent, outcome)
-            });
-        }
-        let mut failing = false;
-        while let Some(joined) = calls.join_next().await {
-            let Ok((key, counter, positions, draining, sent, outcome)) = joined else {
-                failing = true;
-                continue;
-            };
-            match outcome {
-                Renewed::Done(lease) => {
-                    let mut state = self.lock();
-                    if let Some(held) = state.held.get_mut(&key)
-                        && held.counter == counter
-                    {
-                        held.counter = lease.counter;
-                        held.valid_until
-                            .store(self.valid_until(sent), Ordering::Release);
-                        held.unanswered_since = None;
-                        if positions.is_some() {
-                            held.written = positions;
-                        }
-                    }
-                }
-                Renewed::Failed(error) => {
-                    if let Some(held) = self.lock().held.get_mut(&key)
-                        && held.counter == counter
-                    {
-                        held.unanswered_since.get_or_insert(sent);
-                    }
-                    failing = true;
-                    tracing::warn!(lease = %key, error = %format!("{error:#}"), "lease renewal failed; retrying");
-                }
-                Renewed::Refused(Ok(Some(lease))) => {
-                    let why = decide::renew_failed(
-                        lease.owner.as_deref(),
-                        lease.checkpoint_owner.as_deref(),
-                        lease.counter,
-                        counter,
-                        &self.settings.me,
-                        draining,
-                    );
-                    match why {
-                        RenewFailed::Handoff { counter: now } => {
-                            self.begin_handoff(&key, counter, now)
-                        }
-                        RenewFailed::Landed { counter: now } => {
-                            self.adopt_landed(&key, counter, now);
-                            failing = true;
-                        }
-                        RenewFailed::Lost => {
-                            tracing::warn!(lease = %key, owner = ?lease.owner, "lease lost to another instance; stopping its shard");
-                            self.lose(&key);
-                        }
-                    }
-                }
-                Renewed::Refused(Ok(None)) => self.lose(&key),
-                Renewed::Refused(Err(error)) => {
-                    failing = true;
-                    tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot read a lease back after a refused renewal; retrying");
-                }
-            }
-        }
-        failing
-    }
-
-    /// This instance's own unanswered renewal of `key` (held at `was`) took
-    /// effect: the lease is at `now`. Peers saw the counter move no earlier
-    /// than that write was sent, so it is valid from then; it is renewed
-    /// again soon, which also stores the positions that write carried.
-    fn adopt_landed(&self, key: &str, was: u64, now: u64) {
-        let mut state = self.lock();
-        if let Some(held) = state.held.get_mut(key)
-            && held.counter == was
-        {
-            tracing::info!(lease = %key, counter = now, "an unanswered renewal had taken effect; lease kept");
-            held.counter = now;
-            held.written = None;
-            if let Some(sent) = held.unanswered_since.take() {
-                held.valid_until
-                    .fetch_max(self.valid_until(sent), Ordering::AcqRel);
-            }
-        }
-    }
-
-    /// Another instance stole `key`: drain its shard, then write the final positions.
-    fn begin_handoff(&self, key: &str, was: u64, now: u64) {
-        let mut state = self.lock();
-        let Some(held) = state.held.get_mut(key) else {
-            return;
-        };
-        if held.counter != was {
-            return;
-        }
-        held.counter = now;
-        if !held.draining {
-            tracing::info!(lease = %key, "lease handed off to another instance; draining its shard");
-            held.draining = true;
-            held.state.send_replace(HoldState::Handoff);
-        }
-        if !held.running {
-            held.settle = Some(Settle::FinishHandoff);
-            self.wake_renewer.notify_one();
-        }
-    }
-
-    /// Final writes of leases whose task ended; true if one must be retried.
-    async fn settle_ended(&self) -> bool {
-        let work: Vec<(String, u64, Settle, BTreeMap<String, Position>)> = {
-            let state = self.lock();
-            state
-                .held
-                .iter()
-                .filter_map(|(key, h)| {
-                    let settle = h.settle?;
-                    let positions = self.checkpoints.shard_positions(&h.stream, &h.shard);
-                    Some((key.clone(), h.counter, settle, positions))
-                })
-                .collect()
-        };
-        let mut retry = false;
-        for (key, counter, settle, positions) in work {
-            let me = &self.settings.me;
-            let result = match settle {
-                Settle::FinishHandoff => {
-                    self.table
-                        .finish_handoff(&key, counter, me, &positions)
-                        .await
-                }
-                Settle::Release => self.table.release(&key, counter, me, &positions).await,
-            };
-            match result {
-                Ok(written) => {
-                    if written.is_none() {
-                        tracing::warn!(lease = %key, ?settle, "lease moved on before its final write");
-                    } else {
-                        tracing::info!(lease = %key, ?settle, "final positions written; lease passed on");
-                    }
-                    if let Some(held) = self.lock().held.remove(&key) {
-                        held.state.send_replace(HoldState::Lost);
-                    }
-                    self.notify_changed();
-                }
-                Err(error) => {
-                    retry = true;
-                    tracing::warn!(lease = %key, error = %format!("{error:#}"), "final lease write failed; retrying");
-                }
-            }
-        }
-        retry
-    }
-
-    /// Follows each handoff to this instance: adopt, take over, or give up.
-    async fn follow_pending(&self) {
-        let pending: Vec<(String, Instant)> = self
-            .lock()
-            .pending
-            .iter()
-            .map(|(k, (_, _, since))| (k.clone(), *since))
-            .collect();
-        for (key, since) in pending {
-            let lease = match self.table.get(&key).await {
-                Ok(Some(lease)) => lease,
-                Ok(None) => {
-                    self.lock().pending.remove(&key);
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot read a lease under handoff; retrying");
-                    continue;
-                }
-            };
-            let now = Instant::now();
-            let unchanged = self.lock().observations.observe(&key, lease.counter, now);
-            let step = decide::pending_step(
-                lease.owner.as_deref(),
-                lease.checkpoint_owner.as_deref(),
-                &self.settings.me,
-                unchanged,
-                now.saturating_duration_since(since),
-                self.settings.failover,
-                self.settings.handoff_timeout,
-            );
-            match step {
-                PendingStep::Wait => {}
-                PendingStep::Adopt => {
-                    self.lock().pending.remove(&key);
-                    self.adopt(lease, now);
-                }
-                PendingStep::TakeOver => {
-                    self.lock().pending.remove(&key);
-                    tracing::warn!(lease = %key, old = ?lease.checkpoint_owner, "handoff not finished by the old owner; taking the lease over");
-                    self.try_take(&key, lease.counter).await;
-                }
-                PendingStep::Abandon => {
-                    self.lock().pending.remove(&key);
-                }
-            }
-        }
-    }
-
     /// Holds `lease` from now on, starting from the positions it stores.
     fn adopt(&self, lease: Lease, sent: Instant) {
         self.checkpoints
@@ -528,11 +293,13 @@ impl LeaseManager {
             draining: false,
             settle: None,
             unanswered_since: None,
+            due: sent + decide::renewal_interval(self.settings.failover),
         };
         tracing::info!(lease = %lease.key, counter = lease.counter, switches = lease.owner_switches, "lease held");
         self.lock().held.insert(lease.key.clone(), held);
         self.taken.fetch_add(1, Ordering::Relaxed);
         self.notify_changed();
+        self.wake_renewer.notify_one();
     }
 
     /// Takes a lease seen at `seen`, then confirms it with a renewal (owner
@@ -541,28 +308,47 @@ impl LeaseManager {
     /// the take alone is enough; emulators whose conditional writes are not
     /// atomic under concurrency (moto's server) can let two takers both
     /// succeed, and then only the last writer's confirmation passes.
-    async fn try_take(&self, key: &str, seen: u64) {
+    /// False if another instance wrote the lease first.
+    async fn try_take(&self, key: &str, seen: u64) -> bool {
         let me = &self.settings.me;
         let taken = match self.table.take(key, seen, me).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 tracing::debug!(lease = %key, "lease taken by another instance first");
-                return;
+                return false;
             }
             Err(error) => {
                 tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot take a lease");
-                return;
+                return true;
             }
         };
+        self.confirm(key, taken.counter).await
+    }
+
+    /// Holds `key`, which the table shows as this instance's at `counter`
+    /// (just taken, or handed over), once a renewal conditional on that
+    /// succeeded; its validity runs from that renewal's send time, before
+    /// which no peer can have seen the counter stand still. False if
+    /// another instance wrote the lease meanwhile.
+    async fn confirm(&self, key: &str, counter: u64) -> bool {
         let sent = Instant::now();
-        match self.table.renew(key, taken.counter, me, None, false).await {
-            Ok(Some(confirmed)) => self.adopt(confirmed, sent),
-            Ok(None) => {
-                tracing::warn!(lease = %key, "a take was not confirmed (another instance wrote the lease at the same moment); not reading it")
+        match self
+            .table
+            .renew(key, counter, &self.settings.me, None, false)
+            .await
+        {
+            Ok(Written::Done(confirmed)) => {
+                self.adopt(confirmed, sent);
+                true
+            }
+            Ok(Written::Refused(_)) => {
+                tracing::warn!(lease = %key, "a take was not confirmed (another instance wrote the lease at the same moment); not reading it");
+                false
             }
             // Not held, but ours in the table: taken again at the next scan.
             Err(error) => {
-                tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot confirm a take; retrying at the next scan")
+                tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot confirm a take; retrying at the next scan");
+                true
             }
         }
     }
@@ -591,11 +377,12 @@ impl LeaseManager {
         }
     }
 
-    async fn take_cycle(&self) -> anyhow::Result<()> {
+    async fn take_cycle(&self) -> anyhow::Result<Cycle> {
         self.create_listed().await;
         let (leases, _) = self.table.scan().await?;
         let now = Instant::now();
         let pipelines = self.pipelines();
+        let look_again;
         let actions = {
             let mut state = self.lock();
             state.known = leases.iter().map(|l| l.key.clone()).collect();
@@ -641,6 +428,7 @@ impl LeaseManager {
                 .chain(state.pending.keys())
                 .cloned()
                 .collect();
+            look_again = decide::look_again(&views, &busy, self.settings.failover);
             decide::plan(
                 &views,
                 &self.settings.me,
@@ -650,23 +438,31 @@ impl LeaseManager {
             )
         };
         let _pass = self.pass.read().await;
+        let mut lost_race = false;
         for action in actions {
             if self.stopped.load(Ordering::Acquire) {
                 break;
             }
             match action {
-                Action::Take { key, counter } => self.try_take(&key, counter).await,
+                Action::Take { key, counter } => {
+                    if !self.try_take(&key, counter).await {
+                        lost_race = true;
+                    }
+                }
                 Action::Steal { key, counter, from } => {
                     match self
                         .table
                         .steal(&key, counter, &from, &self.settings.me)
                         .await
                     {
-                        Ok(Some(lease)) => {
+                        Ok(Some(_)) => {
                             tracing::info!(lease = %key, %from, "balancing: handoff of a lease to this instance started");
-                            self.lock()
-                                .pending
-                                .insert(key, (lease.stream, lease.shard, Instant::now()));
+                            let now = Instant::now();
+                            let pending = Pending {
+                                since: now,
+                                due: now + decide::handoff_poll(self.settings.failover),
+                            };
+                            self.lock().pending.insert(key, pending);
                             self.wake_renewer.notify_one();
                         }
                         Ok(None) => {}
@@ -677,7 +473,10 @@ impl LeaseManager {
                 }
             }
         }
-        Ok(())
+        Ok(Cycle {
+            look_again,
+            lost_race,
+        })
     }
 
     /// At shutdown, once every shard task ended: writes each held lease's
@@ -775,6 +574,7 @@ impl ShardOwnership for LeaseManager {
         } else if end == TaskEnd::Finished {
             held.settle = Some(Settle::Release);
         }
+        held.due = Instant::now();
         drop(state);
         self.wake_renewer.notify_one();
     }
