@@ -415,6 +415,63 @@ async fn sigterm_releases_leases_for_the_others_with_nothing_lost_or_duplicated(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steal_just_before_sigterm_is_finished_with_the_final_positions() {
+    // 4 shards, one instance; records flowing.
+    let cluster = Cluster::start_on(
+        LocalKinesis::start_kinesalite().unwrap(),
+        LocalDynamo::start_moto().unwrap(),
+        4,
+    )
+    .await;
+    let i0 = cluster.instance("i0");
+    cluster
+        .wait_owners(
+            "i0 holds every lease",
+            Duration::from_secs(60),
+            spread_of(&["i0"], 4),
+        )
+        .await;
+    let records = numbered_records(3000, 100, "");
+    let writer = write_slowly(cluster.client.clone(), records.clone());
+    wait_for_count(&cluster.client, "out-0", 500, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // A peer starts a handoff of one lease in the table, and i0 is told to
+    // stop at once: whether the renewal that follows a shard task's end or
+    // the final write (a release, refused) finds the handoff, i0 must finish
+    // it with its final positions (left unfinished, the peer would wait out
+    // failover_ms and read again what i0 delivered since its last renewal).
+    // `decide::finish_instead` covers the narrower race in unit tests.
+    let table = cluster.dynamo.table(TABLE);
+    let leases = cluster.dynamo.leases(TABLE).await.unwrap();
+    let stolen = leases
+        .iter()
+        .find(|l| l.owner.as_deref() == Some("i0"))
+        .expect("a lease of i0");
+    let steal = table
+        .steal(&stolen.key, stolen.counter, "i0", "peer")
+        .await
+        .unwrap();
+    assert!(steal.is_some(), "the steal took effect");
+    let i0_log = i0.log.clone();
+    i0.stop_cleanly();
+    let after = cluster.dynamo.leases(TABLE).await.unwrap();
+    let lease = after.iter().find(|l| l.key == stolen.key).unwrap();
+    assert_eq!(
+        (lease.owner.as_deref(), lease.checkpoint_owner.as_deref()),
+        (Some("peer"), None),
+        "the handoff was finished by i0's final write\n{}",
+        std::fs::read_to_string(&i0_log).unwrap_or_default()
+    );
+    // The peer starts from the final positions: nothing read twice.
+    let peer = cluster.instance("peer");
+    writer.await.unwrap();
+    let duplicates = cluster.check_outputs(&records, false).await;
+    assert_eq!(duplicates, 0);
+    peer.stop_cleanly();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_instance_gets_leases_by_handoff_with_nothing_lost_or_duplicated() {
     let cluster = Cluster::start(LocalDynamo::start_moto().unwrap()).await;
     let instances = cluster.three_spread().await;

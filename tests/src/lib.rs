@@ -694,7 +694,12 @@ impl LocalDynamo {
 
     /// The lease table `name` as distributary reads it.
     pub async fn leases(&self, name: &str) -> Result<Vec<distributary::lease::Lease>> {
-        // The host's own scan, through a client with the tests' dummy credentials.
+        Ok(self.table(name).scan().await?.0)
+    }
+
+    /// The lease table `name` through the host's own I/O (to act as a peer would).
+    pub fn table(&self, name: &str) -> distributary::lease::LeaseTable {
+        // Through a client with the tests' dummy credentials.
         let creds = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests");
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
@@ -703,8 +708,7 @@ impl LocalDynamo {
             .credentials_provider(creds)
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);
-        let table = distributary::lease::LeaseTable::new(client, name.to_string());
-        Ok(table.scan().await?.0)
+        distributary::lease::LeaseTable::new(client, name.to_string())
     }
 }
 

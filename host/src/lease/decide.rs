@@ -228,6 +228,28 @@ pub enum RenewFailed {
     Lost,
 }
 
+/// A final write (`release`: true for letting the lease go, false for
+/// finishing a handoff this instance drains) was refused, and the item now
+/// reads `owner`, `checkpoint_owner`, `counter`: Some(counter) if a peer
+/// stole the lease just before it (a handoff this instance had not seen
+/// yet), so the handoff is to be finished at `counter` with the same final
+/// positions (the peer then starts from them instead of waiting out
+/// `failover` and reading again what was delivered since the last
+/// renewal); None if the lease moved on otherwise.
+pub fn finish_instead(
+    owner: Option<&str>,
+    checkpoint_owner: Option<&str>,
+    counter: u64,
+    held: u64,
+    me: &str,
+    release: bool,
+) -> Option<u64> {
+    match renew_failed(owner, checkpoint_owner, counter, held, me, false) {
+        RenewFailed::Handoff { counter } if release => Some(counter),
+        _ => None,
+    }
+}
+
 /// `held` is the counter the refused renewal was conditional on; `owner`,
 /// `checkpoint_owner` and `counter` are the item as it reads now.
 pub fn renew_failed(
@@ -600,5 +622,22 @@ mod tests {
         leases[3].unchanged_for = renewal_interval(FAILOVER);
         let actions = plan(&leases, "me", &busy(&[]), FAILOVER, |_| {});
         assert!(actions.is_empty(), "big may have just died: {actions:?}");
+    }
+
+    #[test]
+    fn a_release_refused_by_a_steal_finishes_the_handoff_instead() {
+        // A peer stole the lease (owner: it, checkpointOwner: me) just before.
+        assert_eq!(
+            finish_instead(Some("peer"), Some("me"), 9, 8, "me", true),
+            Some(9)
+        );
+        // Taken outright by a peer, or released: nothing to finish.
+        assert_eq!(finish_instead(Some("peer"), None, 9, 8, "me", true), None);
+        assert_eq!(finish_instead(None, None, 9, 8, "me", true), None);
+        // A handoff's own final write refused: the new owner took it over.
+        assert_eq!(
+            finish_instead(Some("peer"), Some("me"), 9, 8, "me", false),
+            None
+        );
     }
 }

@@ -444,7 +444,7 @@ impl LeaseTable {
         held: u64,
         me: &str,
         positions: &BTreeMap<String, Position>,
-    ) -> anyhow::Result<Option<Lease>> {
+    ) -> anyhow::Result<Written> {
         let mut set = "SET #n = :next, #r = :now".to_string();
         let mut values = vec![
             (":held", n(held)),
@@ -456,7 +456,6 @@ impl LeaseTable {
         set.push_str(" REMOVE #co");
         self.update(key, &set, "#n = :held AND #co = :me", values)
             .await
-            .map(Written::done)
     }
 
     /// Lets a lease go (shutdown, or its shard finished), with its final
@@ -467,7 +466,7 @@ impl LeaseTable {
         held: u64,
         me: &str,
         positions: &BTreeMap<String, Position>,
-    ) -> anyhow::Result<Option<Lease>> {
+    ) -> anyhow::Result<Written> {
         let mut set = "SET #n = :next, #r = :now".to_string();
         let mut values = vec![
             (":held", n(held)),
@@ -484,7 +483,6 @@ impl LeaseTable {
             values,
         )
         .await
-        .map(Written::done)
     }
 
     /// Stores where `latest` starts for `pipeline` on `stream` unless a

@@ -479,10 +479,57 @@ impl LeaseManager {
         })
     }
 
+    /// The final write of a lease held at `counter`: its positions, and the
+    /// lease let go (`Release`) or its handoff finished. If a peer stole the
+    /// lease meanwhile (a handoff this instance had not seen yet), the
+    /// handoff is finished instead, with the same positions, so the peer
+    /// starts from them rather than waiting out `failover` and reading
+    /// again what was delivered since the last renewal. Ok(false): the
+    /// lease had moved on otherwise (lost).
+    async fn final_write(
+        &self,
+        key: &str,
+        counter: u64,
+        settle: Settle,
+        positions: &BTreeMap<String, Position>,
+    ) -> anyhow::Result<bool> {
+        let me = &self.settings.me;
+        let written = match settle {
+            Settle::FinishHandoff => {
+                self.table
+                    .finish_handoff(key, counter, me, positions)
+                    .await?
+            }
+            Settle::Release => self.table.release(key, counter, me, positions).await?,
+        };
+        let stood = match written {
+            Written::Done(_) => return Ok(true),
+            Written::Refused(Some(stood)) => Some(stood),
+            Written::Refused(None) => self.table.get(key).await?,
+        };
+        let Some(stood) = stood else {
+            return Ok(false);
+        };
+        let instead = decide::finish_instead(
+            stood.owner.as_deref(),
+            stood.checkpoint_owner.as_deref(),
+            stood.counter,
+            counter,
+            me,
+            settle == Settle::Release,
+        );
+        let Some(now) = instead else {
+            return Ok(false);
+        };
+        tracing::info!(lease = %key, new_owner = ?stood.owner, "lease stolen just before its final write; finishing the handoff with the final positions");
+        let finished = self.table.finish_handoff(key, now, me, positions).await?;
+        Ok(matches!(finished, Written::Done(_)))
+    }
+
     /// At shutdown, once every shard task ended: writes each held lease's
     /// final positions and lets it go (or finishes its handoff), so peers
     /// take them at their next scan; then stops the loops.
-    pub async fn release_all(&self) {
+    pub async fn release_all(self: &Arc<Self>) {
         self.stopped.store(true, Ordering::Release);
         self.wake_renewer.notify_one();
         self.wake_taker.notify_one();
@@ -496,35 +543,56 @@ impl LeaseManager {
                 (key.clone(), h.counter, h.draining, positions)
             })
             .collect();
-        let mut calls = tokio::task::JoinSet::new();
+        let mut releases = tokio::task::JoinSet::new();
         for (key, counter, draining, positions) in work {
-            let (table, me) = (self.table.clone(), self.settings.me.clone());
-            calls.spawn(async move {
-                let result = if draining {
-                    table.finish_handoff(&key, counter, &me, &positions).await
-                } else {
-                    table.release(&key, counter, &me, &positions).await
-                };
-                (key, result)
-            });
+            let manager = self.clone();
+            releases
+                .spawn(async move { manager.release_one(key, counter, draining, positions).await });
         }
         let (mut released, mut failed) = (0usize, 0usize);
-        while let Some(joined) = calls.join_next().await {
-            match joined {
-                Ok((_, Ok(Some(_)))) => released += 1,
-                Ok((key, Ok(None))) => {
+        while let Some(joined) = releases.join_next().await {
+            let Ok((key, result)) = joined else {
+                failed += 1;
+                continue;
+            };
+            match result {
+                Ok(true) => released += 1,
+                Ok(false) => {
                     failed += 1;
                     tracing::warn!(lease = %key, "lease moved on before it was released");
                 }
-                Ok((key, Err(error))) => {
+                Err(error) => {
                     failed += 1;
                     tracing::warn!(lease = %key, error = %format!("{error:#}"), "cannot release a lease; it is taken after failover_ms");
                 }
-                Err(_) => failed += 1,
             }
         }
         self.lock().held.clear();
         tracing::info!(released, failed, "leases released");
+    }
+
+    /// One lease's final write at shutdown, tried a few times: a lease not
+    /// let go waits out `failover` at its taker.
+    async fn release_one(
+        &self,
+        key: String,
+        counter: u64,
+        draining: bool,
+        positions: BTreeMap<String, Position>,
+    ) -> (String, anyhow::Result<bool>) {
+        let settle = match draining {
+            true => Settle::FinishHandoff,
+            false => Settle::Release,
+        };
+        let mut result = self.final_write(&key, counter, settle, &positions).await;
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(RETRY).await;
+            result = self.final_write(&key, counter, settle, &positions).await;
+        }
+        (key, result)
     }
 }
 
@@ -574,6 +642,8 @@ impl ShardOwnership for LeaseManager {
         } else if end == TaskEnd::Finished {
             held.settle = Some(Settle::Release);
         }
+        // At once: the final write, or a renewal storing the positions the
+        // task ended at (which also shows a handoff started meanwhile).
         held.due = Instant::now();
         drop(state);
         self.wake_renewer.notify_one();

@@ -320,21 +320,12 @@ impl LeaseManager {
         settle: Settle,
         positions: BTreeMap<String, Position>,
     ) {
-        let me = &self.settings.me;
-        let result = match settle {
-            Settle::FinishHandoff => {
-                self.table
-                    .finish_handoff(&key, counter, me, &positions)
-                    .await
-            }
-            Settle::Release => self.table.release(&key, counter, me, &positions).await,
-        };
-        match result {
+        match self.final_write(&key, counter, settle, &positions).await {
             Ok(written) => {
-                if written.is_none() {
-                    tracing::warn!(lease = %key, ?settle, "lease moved on before its final write");
-                } else {
+                if written {
                     tracing::info!(lease = %key, ?settle, "final positions written; lease passed on");
+                } else {
+                    tracing::warn!(lease = %key, ?settle, "lease moved on before its final write");
                 }
                 if let Some(held) = self.lock().held.remove(&key) {
                     held.state.send_replace(crate::ownership::HoldState::Lost);
