@@ -250,13 +250,9 @@ fn write_slowly(client: aws_sdk_kinesis::Client, records: Vec<Rec>) -> tokio::ta
 }
 
 fn status(config: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(distributary_bin())
+    distributary_command()
         .args(["status", "--json", "--config"])
         .arg(config)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap_or_else(|e| panic!("cannot run distributary status: {e}"))
 }

@@ -67,7 +67,7 @@ async fn an_output_unreachable_at_start_up_is_waited_for_then_served() {
     assert!(body.contains("starting"), "{body}");
 
     // The endpoint comes up: delivery starts.
-    let _proxy = FaultProxy::start_at(&kinesis.endpoint, &format!("127.0.0.1:{output_port}"), 0.0)
+    let _proxy = FaultProxy::start_on(&kinesis.endpoint, output_port, 0.0)
         .await
         .unwrap();
     let got = wait_for_settled(&client, "out", records.len(), TIMEOUT)

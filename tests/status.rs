@@ -7,16 +7,12 @@ use std::process::Command;
 use std::time::Duration;
 
 fn status(config: &std::path::Path, json: bool) -> std::process::Output {
-    let mut cmd = Command::new(distributary_bin());
+    let mut cmd = distributary_command();
     cmd.args(["status", "--config"]).arg(config);
     if json {
         cmd.arg("--json");
     }
-    cmd.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
+    cmd.output()
         .unwrap_or_else(|e| panic!("cannot run distributary status: {e}"))
 }
 

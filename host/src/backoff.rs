@@ -20,6 +20,11 @@ impl Backoff {
         }
     }
 
+    /// The same base doubling up to another cap.
+    pub fn with_cap(&self, cap: Duration) -> Self {
+        Backoff::new(self.base, cap)
+    }
+
     /// The default for Kinesis calls: 100 ms doubling up to 5 s.
     pub fn kinesis() -> Self {
         Backoff::new(Duration::from_millis(100), Duration::from_secs(5))

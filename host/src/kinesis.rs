@@ -16,6 +16,8 @@ pub struct ClientSettings {
     pub endpoint_url: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// The CA bundle in force (`tls::bundle`): None trusts the system's roots.
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// How long one attempt of a call may take before it is abandoned.
@@ -23,15 +25,15 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// Builds a client. Transient failures are retried by the callers (forever,
 /// with backoff); the SDK's own retries are kept to a few quick attempts.
-pub async fn client(settings: &ClientSettings) -> Client {
-    client_and_credentials(settings).await.0
+pub async fn client(settings: &ClientSettings) -> anyhow::Result<Client> {
+    Ok(client_and_credentials(settings).await?.0)
 }
 
 /// A client, and the credentials provider it signs with (the SDK's chain, or
 /// the assumed role), for the calls made without the SDK (`sink/direct.rs`).
 pub async fn client_and_credentials(
     settings: &ClientSettings,
-) -> (Client, Option<SharedCredentialsProvider>) {
+) -> anyhow::Result<(Client, Option<SharedCredentialsProvider>)> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -49,6 +51,10 @@ pub async fn client_and_credentials(
     if let Some(region) = &settings.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
+    // The credential providers (STS, the container endpoint) use it too.
+    if let Some(http) = crate::tls::sdk_http_client(settings.ca_bundle.as_deref())? {
+        loader = loader.http_client(http);
+    }
     let base = loader.load().await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&base);
     if let Some(endpoint) = &settings.endpoint_url {
@@ -65,7 +71,7 @@ pub async fn client_and_credentials(
         builder = builder.credentials_provider(assumed.clone());
         credentials = Some(assumed);
     }
-    (Client::from_conf(builder.build()), credentials)
+    Ok((Client::from_conf(builder.build()), credentials))
 }
 
 /// A stream named by name or ARN, as the Kinesis API wants it.
@@ -149,6 +155,29 @@ pub fn error_class(code: &str) -> ErrorClass {
         | "MissingAuthenticationToken" => ErrorClass::Rejected,
         _ => ErrorClass::Transient,
     }
+}
+
+/// The error code a failure text starts with (`Code: message`), or
+/// `other` when it starts with none (a connection error, a timeout).
+pub fn code_of(text: &str) -> &str {
+    match text.split_once(':') {
+        Some((code, _))
+            if !code.is_empty()
+                && code.len() <= 64
+                && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') =>
+        {
+            code
+        }
+        _ => "other",
+    }
+}
+
+/// Whether a failed PutRecords entry's code means the record itself can
+/// never be written as things stand (its stream's KMS key refuses it), so
+/// that the pipeline's `on_error` applies, rather than a retry
+/// (ProvisionedThroughputExceeded, InternalFailure, KMSThrottling).
+pub fn is_undeliverable_entry(code: &str) -> bool {
+    code.starts_with("KMS") && error_class(code) == ErrorClass::Rejected
 }
 
 /// Whether an SDK error is worth retrying (throttling, 5xx, timeouts, connection

@@ -62,3 +62,4 @@ pub mod sink;
 pub mod source;
 pub mod startup;
 pub mod status;
+pub mod tls;

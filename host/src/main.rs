@@ -349,6 +349,16 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut warnings = warnings;
+    match probe_endpoints(&config) {
+        Ok(more) => warnings.extend(more),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {}: {e}", path.display());
+            }
+            return ExitCode::from(2);
+        }
+    }
     println!("{}: OK", path.display());
     for warning in warnings {
         println!("warning: {warning}");
@@ -391,6 +401,40 @@ fn check(path: &std::path::Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// One TLS handshake with each HTTPS endpoint the file names (3 s each at
+/// most): a refused certificate is an error naming the key, the endpoint and
+/// the cause; an endpoint that does not answer is only a warning (`run`
+/// waits out outages).
+fn probe_endpoints(config: &Config) -> Result<Vec<String>, Vec<String>> {
+    use distributary::tls::{Probe, named_endpoints, probe};
+    let endpoints = named_endpoints(config);
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Ok(rt) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return Err(vec!["cannot start the async runtime".into()]);
+    };
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    for (key, url, bundle) in endpoints {
+        match rt.block_on(probe(
+            &url,
+            bundle.as_deref(),
+            std::time::Duration::from_secs(3),
+        )) {
+            Probe::Trusted => {}
+            Probe::Refused(why) => errors.push(format!("{key}.endpoint_url: {url}: {why}")),
+            Probe::Unreachable(why) => {
+                warnings.push(format!("{key}.endpoint_url: {url} did not answer: {why}"))
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Builds the async runtime (I/O and timers on), or says why it cannot.

@@ -329,6 +329,20 @@ impl Collector for Metrics {
             "Records not sent because their source shard's lease was lost (or not renewed within failover_ms / 2) while they waited: the shard's new owner writes them",
             per_output(&|w| load(&w.stats.fenced)),
         )?;
+        counters(
+            &mut encoder,
+            "distributary_output_errors",
+            "PutRecords errors by AWS error code (`other`: no answer, connection errors): requests refused or failed as a whole, and failed entries",
+            writers
+                .iter()
+                .flat_map(|w| {
+                    let errors = w.stats.errors.lock().map(|e| e.clone()).unwrap_or_default();
+                    errors
+                        .into_iter()
+                        .map(|(code, n)| (vec![("output", w.name.clone()), ("code", code)], n))
+                })
+                .collect(),
+        )?;
         gauges(
             &mut encoder,
             "distributary_output_window",

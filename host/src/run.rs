@@ -130,6 +130,7 @@ pub fn plugin_spec(p: &PipelineConfig, outputs: Vec<String>) -> Option<PluginSpe
 pub(crate) async fn check_stream_exists(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
+    endpoint: &str,
     (what, key): (&str, &str),
     readiness: &Readiness,
     shutdown: &Shutdown,
@@ -142,7 +143,7 @@ pub(crate) async fn check_stream_exists(
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StartFailure::of_sdk(&e, &format!("stream {stream}")))
+            .map_err(|e| StartFailure::of_sdk(&e, &format!("stream {stream} at {endpoint}")))
     })
     .await
     .with_context(|| key.to_string())
@@ -380,9 +381,11 @@ async fn open_store(
     let client = crate::lease::client(
         settings.region.as_deref(),
         settings.endpoint_url.as_deref(),
+        settings.ca_bundle.as_deref(),
         failover,
     )
-    .await;
+    .await
+    .with_context(|| format!("{file}: checkpoint.ca_bundle"))?;
     let table = Arc::new(LeaseTable::new(client, settings.table.clone()));
     table
         .ensure(settings.create_table)

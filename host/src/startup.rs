@@ -35,8 +35,15 @@ impl StartFailure {
     pub fn of_sdk<E, R>(err: &aws_sdk_kinesis::error::SdkError<E, R>, what: &str) -> StartFailure
     where
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
+        if let Some(why) = crate::tls::certificate_failure(err) {
+            // Waiting does not make a certificate trusted.
+            return StartFailure::Fatal(anyhow::anyhow!(
+                "{what}: TLS: the endpoint's certificate is refused: {why} (trusted: {})",
+                crate::tls::trust_text()
+            ));
+        }
         let text = format!("{what}: {}", crate::kinesis::describe(err));
         if crate::kinesis::is_not_found(err) || !crate::kinesis::is_transient(err) {
             StartFailure::Fatal(anyhow::anyhow!(text))

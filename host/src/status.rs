@@ -98,9 +98,11 @@ pub async fn collect(config: &Config) -> anyhow::Result<Vec<Row>> {
         let client = client(&ClientSettings {
             region: source.region.clone(),
             endpoint_url: source.endpoint_url.clone(),
+            ca_bundle: crate::tls::bundle(source.ca_bundle.as_deref()),
             ..Default::default()
         })
-        .await;
+        .await
+        .map_err(|e| anyhow::anyhow!("sources.{name}.ca_bundle: {e:#}"))?;
         let stream = StreamRef::parse(&source.stream);
         let shards = list_shards(&client, &stream).await.map_err(|e| {
             anyhow::anyhow!(
@@ -155,9 +157,11 @@ async fn read_store(config: &Config) -> anyhow::Result<(BTreeMap<Key, Position>,
     let client = crate::lease::client(
         settings.region.as_deref(),
         settings.endpoint_url.as_deref(),
+        settings.ca_bundle.as_deref(),
         std::time::Duration::from_millis(settings.failover_ms),
     )
-    .await;
+    .await
+    .map_err(|e| anyhow::anyhow!("checkpoint.ca_bundle: {e:#}"))?;
     let table = crate::lease::LeaseTable::new(client, settings.table.clone());
     let (leases, _) = table
         .scan()

@@ -12,7 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct CutProxy {
+    /// Its front (HTTPS, verified), for the binary under test; the cuts are
+    /// between the front and the emulator.
     pub endpoint: String,
+    _front: crate::front::Front,
     /// Connections cut so far.
     pub cuts: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -28,9 +31,11 @@ impl CutProxy {
     /// Proxies to `upstream` (`http://127.0.0.1:PORT`), cutting each connection
     /// `after` a SubscribeToShard request was seen on it.
     pub async fn start(upstream: &str, after: Duration) -> Result<CutProxy> {
-        let upstream = upstream.trim_start_matches("http://").to_string();
+        let upstream = crate::front::upstream_of(upstream)
+            .trim_start_matches("http://")
+            .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
+        let front = crate::front::Front::start(&format!("http://{}", listener.local_addr()?))?;
         let cuts = Arc::new(AtomicU64::new(0));
         let counter = cuts.clone();
         let task = tokio::spawn(async move {
@@ -44,7 +49,8 @@ impl CutProxy {
             }
         });
         Ok(CutProxy {
-            endpoint,
+            endpoint: front.endpoint.clone(),
+            _front: front,
             cuts,
             task,
         })

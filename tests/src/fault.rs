@@ -34,7 +34,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct FaultProxy {
+    /// Its front (HTTPS, verified): what the binary under test is pointed at.
     pub endpoint: String,
+    /// The proxy itself (plain HTTP).
+    pub plain: String,
+    front: Option<crate::front::Front>,
     fail_rate: Arc<AtomicU64>,
     stalled: Arc<std::sync::atomic::AtomicBool>,
     delay_ms: Arc<AtomicU64>,
@@ -142,13 +146,30 @@ impl FaultProxy {
         self.stalled.store(stalled, Ordering::Relaxed);
     }
 
-    /// Starts a proxy in front of `upstream` (an http://127.0.0.1:port endpoint).
+    /// Starts a proxy in front of `upstream` (an emulator, or the front of
+    /// one: the proxy then forwards to the emulator), with a front of its own.
     pub async fn start(upstream: &str, fail_rate: f64) -> Result<FaultProxy> {
-        Self::start_at(upstream, "127.0.0.1:0", fail_rate).await
+        Self::start_on(upstream, 0, fail_rate).await
     }
 
-    /// Like `start`, listening on `listen` (e.g. a port a test reserved).
-    pub async fn start_at(upstream: &str, listen: &str, fail_rate: f64) -> Result<FaultProxy> {
+    /// Like `start`, its front on `port` (e.g. a port a test reserved).
+    pub async fn start_on(upstream: &str, port: u16, fail_rate: f64) -> Result<FaultProxy> {
+        let mut proxy = Self::start_plain_at(upstream, "127.0.0.1:0", fail_rate).await?;
+        let front =
+            crate::front::Front::start_on(&proxy.plain, crate::front::Certificate::Good, port)?;
+        proxy.endpoint = front.endpoint.clone();
+        proxy.front = Some(front);
+        Ok(proxy)
+    }
+
+    /// The proxy alone, plain HTTP on `listen` (the benchmark's program).
+    pub async fn start_plain_at(
+        upstream: &str,
+        listen: &str,
+        fail_rate: f64,
+    ) -> Result<FaultProxy> {
+        let upstream = crate::front::upstream_of(upstream);
+        let upstream = upstream.as_str();
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let injected = Arc::new(AtomicU64::new(0));
@@ -193,6 +214,8 @@ impl FaultProxy {
             }
         });
         Ok(FaultProxy {
+            plain: endpoint.clone(),
+            front: None,
             endpoint,
             fail_rate,
             stalled,

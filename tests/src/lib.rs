@@ -4,10 +4,15 @@
 //! process, stopping everything it started by PID.
 //!
 //! Every wait is bounded: helpers take a deadline and fail with what they saw.
+//!
+//! The binary under test reaches every emulator through an AWS-shaped front
+//! (`front/`: TLS from the tests' CA, SigV4 verified, AWS's refusals); the
+//! tests' own clients talk to the emulators directly (`plain`).
 
 pub mod config;
 pub mod cut;
 pub mod fault;
+pub mod front;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
@@ -62,10 +67,15 @@ pub fn free_port_pair() -> u16 {
     panic!("no free port pair on 127.0.0.1");
 }
 
-/// A kinesis-local server owned by one test.
+/// A kinesis-local server owned by one test, behind its front.
 pub struct LocalKinesis {
+    /// The emulator's own port (plain HTTP).
     pub port: u16,
+    /// What the binary under test is pointed at: the front (HTTPS, verified).
     pub endpoint: String,
+    /// The emulator itself, for the tests' own clients.
+    pub plain: String,
+    pub front: front::Front,
     dir: tempfile::TempDir,
     pid: u32,
 }
@@ -104,9 +114,13 @@ impl LocalKinesis {
             .unwrap_or("")
             .parse()
             .context("reading the server PID")?;
+        let plain = format!("http://127.0.0.1:{port}");
+        let front = front::Front::start(&plain)?;
         Ok(LocalKinesis {
             port,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: front.endpoint.clone(),
+            plain,
+            front,
             dir,
             pid,
         })
@@ -116,8 +130,9 @@ impl LocalKinesis {
         self.pid
     }
 
+    /// A client of the emulator itself (not through the front).
     pub async fn client(&self) -> Client {
-        client_for(&self.endpoint).await
+        client_for(&self.plain).await
     }
 }
 
@@ -128,6 +143,36 @@ impl Drop for LocalKinesis {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// The environment every run of the binary under test gets: the tests'
+/// static keys (which the fronts know), the region, the test CA as the CA
+/// bundle, and no instance metadata.
+pub fn aws_env() -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            front::creds::TEST_KEY.to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            front::creds::TEST_SECRET.to_string(),
+        ),
+        ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+    ];
+    match front::tls::ca_file() {
+        Ok(ca) => env.push(("AWS_CA_BUNDLE".to_string(), ca.display().to_string())),
+        Err(e) => panic!("{e:#}"),
+    }
+    env
+}
+
+/// `distributary` with `aws_env()` set.
+pub fn distributary_command() -> Command {
+    let mut cmd = Command::new(distributary_bin());
+    cmd.envs(aws_env());
+    cmd
 }
 
 /// A client with dummy credentials for a local endpoint.
@@ -469,7 +514,7 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// Runs `distributary check --config <config>` and asserts it succeeds; returns its stdout.
 pub fn check_ok(config: &Path) -> String {
-    let out = Command::new(distributary_bin())
+    let out = distributary_command()
         .args(["check", "--config"])
         .arg(config)
         .output()
@@ -515,24 +560,39 @@ impl Distributary {
             .create(true)
             .append(true)
             .open(&log)?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["run", "--config"])
             .arg(config)
             .args(flags)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(aws_env())
             .env(
                 "RUST_LOG",
                 std::env::var("DISTRIBUTARY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .envs(env.iter().copied())
+            );
+        // An empty value removes the variable.
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let child = command
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
             .context("starting distributary")?;
         Ok(Distributary { child, log })
+    }
+
+    /// Like `start_with_env`, without the tests' static keys: credentials
+    /// come from what `env` names (a container credentials endpoint).
+    pub fn start_without_static_keys(config: &Path, env: &[(&str, &str)]) -> Result<Self> {
+        let mut all: Vec<(&str, &str)> =
+            vec![("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")];
+        all.extend_from_slice(env);
+        Self::start_with(config, &[], &all)
     }
 
     pub fn pid(&self) -> u32 {
@@ -656,9 +716,13 @@ impl TestDir {
 }
 
 /// A DynamoDB emulator owned by one test (scripts/local-dynamodb): moto's
-/// server (the primary one) or dynalite.
+/// server (the primary one; it also serves STS) or dynalite, behind its front.
 pub struct LocalDynamo {
+    /// The front (HTTPS, verified), for the binary under test.
     pub endpoint: String,
+    /// The emulator itself, for the tests' own clients.
+    pub plain: String,
+    pub front: front::Front,
     dir: tempfile::TempDir,
 }
 
@@ -686,8 +750,12 @@ impl LocalDynamo {
                 String::from_utf8_lossy(&out.stdout)
             );
         }
+        let plain = format!("http://127.0.0.1:{port}");
+        let front = front::Front::start(&plain)?;
         Ok(LocalDynamo {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: front.endpoint.clone(),
+            plain,
+            front,
             dir,
         })
     }
@@ -704,7 +772,7 @@ impl LocalDynamo {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
+            .endpoint_url(&self.plain)
             .credentials_provider(creds)
             .build();
         let client = aws_sdk_dynamodb::Client::from_conf(config);

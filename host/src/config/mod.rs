@@ -81,6 +81,19 @@ impl Config {
             }
         };
         resolve(&mut self.checkpoint.path);
+        let bundles = self
+            .sources
+            .values_mut()
+            .filter_map(|s| s.ca_bundle.as_mut())
+            .chain(
+                self.outputs
+                    .values_mut()
+                    .filter_map(|o| o.ca_bundle.as_mut()),
+            )
+            .chain(self.checkpoint.ca_bundle.as_mut());
+        for bundle in bundles {
+            resolve(bundle);
+        }
         for pipeline in &mut self.pipelines {
             if let Some(plugin) = &mut pipeline.plugin {
                 resolve(plugin);

@@ -72,6 +72,9 @@ pub struct Source {
     pub stream: String,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// PEM file of the CAs trusted for this source's endpoint (default:
+    /// `AWS_CA_BUNDLE`, else the system's roots).
+    pub ca_bundle: Option<PathBuf>,
     #[serde(default = "default_start_position")]
     pub start_position: StartPosition,
     /// RFC 3339, with `start_position = "at_timestamp"`.
@@ -104,6 +107,9 @@ pub struct Output {
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
     pub endpoint_url: Option<String>,
+    /// PEM file of the CAs trusted for this output's endpoint (default:
+    /// `AWS_CA_BUNDLE`, else the system's roots).
+    pub ca_bundle: Option<PathBuf>,
     #[serde(default)]
     pub aggregate: bool,
     #[serde(default = "default_aggregate_max_bytes")]
@@ -151,6 +157,9 @@ pub struct Checkpoint {
     /// dynamodb: the table's endpoint (AWS_ENDPOINT_URL(_DYNAMODB) also work).
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// dynamodb: PEM file of the CAs trusted for the table's endpoint.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
     /// dynamodb: a lease whose counter has not moved for this long is taken.
     #[serde(default = "default_failover_ms")]
     pub failover_ms: u64,
@@ -171,6 +180,7 @@ impl Default for Checkpoint {
             interval_ms: default_checkpoint_interval_ms(),
             region: None,
             endpoint_url: None,
+            ca_bundle: None,
             failover_ms: default_failover_ms(),
             instance_id: None,
             create_table: false,

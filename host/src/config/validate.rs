@@ -20,6 +20,7 @@ pub(super) fn validate(config: &Config) -> Result<(), Problem> {
         check_output(name, output)?;
     }
     check_checkpoint(&config.checkpoint)?;
+    check_ca_bundles(config)?;
     if config.buffer.max_bytes < 1 << 20 {
         return Err((
             "buffer.max_bytes".into(),
@@ -47,6 +48,42 @@ pub(super) fn validate(config: &Config) -> Result<(), Problem> {
                 format!("{:?} is not an address:port: {e}", server.listen),
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Every CA bundle named (by key, or by `AWS_CA_BUNDLE`) is a file of PEM
+/// certificates.
+fn check_ca_bundles(config: &Config) -> Result<(), Problem> {
+    let keyed =
+        config
+            .sources
+            .iter()
+            .filter_map(|(n, s)| Some((format!("sources.{n}.ca_bundle"), s.ca_bundle.clone()?)))
+            .chain(config.outputs.iter().filter_map(|(n, o)| {
+                Some((format!("outputs.{n}.ca_bundle"), o.ca_bundle.clone()?))
+            }))
+            .chain(
+                config
+                    .checkpoint
+                    .ca_bundle
+                    .clone()
+                    .map(|b| ("checkpoint.ca_bundle".to_string(), b)),
+            )
+            .chain(
+                std::env::var_os("AWS_CA_BUNDLE")
+                    .filter(|v| !v.is_empty())
+                    .map(|b| ("AWS_CA_BUNDLE (environment)".to_string(), b.into())),
+            );
+    for (key, path) in keyed {
+        let text =
+            std::fs::read(&path).map_err(|e| (key.clone(), format!("{}: {e}", path.display())))?;
+        if !text
+            .windows(27)
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err((key, format!("{}: holds no PEM certificate", path.display())));
+        }
     }
     Ok(())
 }

@@ -27,8 +27,9 @@ pub use table::LeaseTable;
 pub async fn client(
     region: Option<&str>,
     endpoint_url: Option<&str>,
+    ca_bundle: Option<&std::path::Path>,
     failover: std::time::Duration,
-) -> aws_sdk_dynamodb::Client {
+) -> anyhow::Result<aws_sdk_dynamodb::Client> {
     use aws_config::BehaviorVersion;
     use aws_config::retry::RetryConfig;
     use aws_config::timeout::TimeoutConfig;
@@ -51,12 +52,15 @@ pub async fn client(
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
+    if let Some(http) = crate::tls::sdk_http_client(crate::tls::bundle(ca_bundle).as_deref())? {
+        loader = loader.http_client(http);
+    }
     let base = loader.load().await;
     let mut builder = aws_sdk_dynamodb::config::Builder::from(&base);
     if let Some(endpoint) = endpoint_url {
         builder = builder.endpoint_url(endpoint);
     }
-    aws_sdk_dynamodb::Client::from_conf(builder.build())
+    Ok(aws_sdk_dynamodb::Client::from_conf(builder.build()))
 }
 
 /// This instance's name in the lease table when none is configured:

@@ -263,6 +263,15 @@ impl LeaseTable {
         Ok(out.item.as_ref().and_then(item::parse))
     }
 
+    /// The item as it stood when a write on `key` was refused: as the
+    /// refusal told (`Written::Refused(Some)`), else read now.
+    pub async fn stood(&self, key: &str, told: Option<Lease>) -> anyhow::Result<Option<Lease>> {
+        match told {
+            Some(lease) => Ok(Some(lease)),
+            None => self.get(key).await,
+        }
+    }
+
     /// Creates the lease of a shard unless it exists; true if created.
     pub async fn create(
         &self,

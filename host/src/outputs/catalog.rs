@@ -120,14 +120,16 @@ impl Catalog {
         readiness: &Readiness,
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
+        let key = format!("{file}: outputs.{name}");
         let (client, credentials) = client_and_credentials(&ClientSettings {
             region: output.region.clone(),
             endpoint_url: output.endpoint_url.clone(),
             role_arn: output.role_arn.clone(),
             external_id: output.external_id.clone(),
+            ca_bundle: crate::tls::bundle(output.ca_bundle.as_deref()),
         })
-        .await;
-        let key = format!("{file}: outputs.{name}");
+        .await
+        .with_context(|| format!("{key}.ca_bundle"))?;
         match (&output.stream, &output.stream_pattern) {
             (Some(stream), _) => {
                 let stream = StreamRef::parse(stream);
@@ -322,7 +324,13 @@ async fn open_writer(
         .set_stream_arn(stream.arn().map(str::to_string))
         .send()
         .await
-        .map_err(|e| StartFailure::of_sdk(&e, &format!("stream {stream}")))?;
+        .map_err(|e| {
+            let endpoint = crate::tls::kinesis_endpoint(
+                output.endpoint_url.as_deref(),
+                output.region.as_deref(),
+            );
+            StartFailure::of_sdk(&e, &format!("stream {stream} at {endpoint}"))
+        })?;
     let Some(summary) = summary.stream_description_summary() else {
         return Err(StartFailure::Outage(format!(
             "stream {stream}: DescribeStreamSummary returned no description"
@@ -346,9 +354,16 @@ async fn open_writer(
         Some(configured) => configured,
         None => stream_max,
     };
-    let transport = KinesisPut::new(client, credentials, output.endpoint_url.clone(), &stream)
-        .await
-        .map_err(|e| StartFailure::Fatal(e.context(format!("outputs.{name}: PutRecords path"))))?;
+    let bundle = crate::tls::bundle(output.ca_bundle.as_deref());
+    let transport = KinesisPut::new(
+        client,
+        credentials,
+        output.endpoint_url.clone(),
+        &stream,
+        bundle.as_deref(),
+    )
+    .await
+    .map_err(|e| StartFailure::Fatal(e.context(format!("outputs.{name}: PutRecords path"))))?;
     let writer = OutputWriter::new(
         name.to_string(),
         stream,

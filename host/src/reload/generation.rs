@@ -331,13 +331,17 @@ async fn open_source(
     let settings = ClientSettings {
         region: source.region.clone(),
         endpoint_url: source.endpoint_url.clone(),
+        ca_bundle: crate::tls::bundle(source.ca_bundle.as_deref()),
         ..Default::default()
     };
-    let client = client(&settings).await;
+    let client = client(&settings)
+        .await
+        .with_context(|| format!("{file}: sources.{name}.ca_bundle"))?;
     let stream = StreamRef::parse(&source.stream);
     check_stream_exists(
         &client,
         &stream,
+        &crate::tls::kinesis_endpoint(source.endpoint_url.as_deref(), source.region.as_deref()),
         (
             &format!("sources.{name}"),
             &format!("{file}: sources.{name}"),

@@ -14,9 +14,15 @@
 //! (<https://docs.aws.amazon.com/kinesis/latest/APIReference/API_PutRecords.html>)
 //! and SigV4 (<https://docs.rs/aws-sigv4>).
 //!
-//! The pure parts (body, answer, error class) are functions tested below.
+//! TLS trusts the roots of `tls.rs` (the output's CA bundle, else the
+//! system's), as the SDK's clients do; the signing time is corrected from
+//! the service's `Date` header (`signing_clock.rs`), as the SDK does.
+//!
+//! The pure parts (body, answer, error class, credential refresh) are
+//! functions tested below.
 
 use super::service::{Entry, PutOutcome, Transport, answered, entry_result};
+use super::signing_clock::{SigningClock, is_skew_refusal};
 use crate::kinesis::{ATTEMPT_TIMEOUT, ErrorClass, StreamRef};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -25,13 +31,33 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Credentials are fetched again this long before they expire.
+/// Credentials are fetched again at most this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+
+/// Whether credentials fetched at `fetched` and expiring at `expiry` should
+/// be fetched again at `now`: 5 minutes before they expire, or, for
+/// credentials issued for less than 10 minutes (a rotating container
+/// endpoint), once half their lifetime has passed, so that every request is
+/// signed with credentials that have time left and the provider is not asked
+/// on every request.
+pub fn needs_refresh(expiry: Option<SystemTime>, fetched: SystemTime, now: SystemTime) -> bool {
+    let Some(expiry) = expiry else {
+        return false;
+    };
+    let lifetime = expiry.duration_since(fetched).unwrap_or_default();
+    let margin = REFRESH_BEFORE_EXPIRY.min(lifetime / 2);
+    now + margin >= expiry
+}
+
+/// A skew refusal followed by a correction of at least this much is sent
+/// again at once (below it, a signature error is what it says).
+const SKEW_CORRECTION: i64 = 4 * 60 * 1000;
 
 /// PutRecords over HTTP, signed here.
 pub struct DirectTransport {
@@ -43,7 +69,9 @@ pub struct DirectTransport {
     host: String,
     region: String,
     credentials: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
+    /// The credentials in use and when they were fetched.
+    cached: Mutex<Option<(Credentials, SystemTime)>>,
+    clock: SigningClock,
 }
 
 impl DirectTransport {
@@ -54,6 +82,7 @@ impl DirectTransport {
         credentials: SharedCredentialsProvider,
         endpoint_url: Option<String>,
         stream: &StreamRef,
+        ca_bundle: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let config = client.config();
         let region = config
@@ -81,33 +110,32 @@ impl DirectTransport {
             (None, _) => anyhow::bail!("Kinesis endpoint {} has no host", endpoint.url()),
         };
         Ok(DirectTransport {
-            http: shared_http_client()?,
+            http: shared_http_client(ca_bundle)?,
             uri_text: uri.to_string(),
             uri,
             host,
             region,
             credentials,
             cached: Mutex::new(None),
+            clock: SigningClock::default(),
         })
     }
 
     async fn credentials(&self) -> Result<Credentials, String> {
-        let fresh = |c: &Credentials| {
-            c.expiry()
-                .is_none_or(|at| at > SystemTime::now() + REFRESH_BEFORE_EXPIRY)
-        };
         if let Ok(cached) = self.cached.lock()
-            && let Some(c) = cached.as_ref().filter(|c| fresh(c))
+            && let Some((c, fetched)) = cached.as_ref()
+            && !needs_refresh(c.expiry(), *fetched, SystemTime::now())
         {
             return Ok(c.clone());
         }
+        let fetched = SystemTime::now();
         let c = self
             .credentials
             .provide_credentials()
             .await
             .map_err(|e| format!("cannot load AWS credentials: {e}"))?;
         if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some(c.clone());
+            *cached = Some((c.clone(), fetched));
         }
         Ok(c)
     }
@@ -129,7 +157,7 @@ impl DirectTransport {
             .identity(&identity)
             .region(&self.region)
             .name("kinesis")
-            .time(SystemTime::now())
+            .time(self.clock.now())
             .settings(SigningSettings::default())
             .build()
             .map_err(|e| format!("cannot sign PutRecords: {e}"))?
@@ -159,14 +187,25 @@ impl DirectTransport {
         Ok(request)
     }
 
-    async fn call(&self, body: Vec<u8>) -> Result<(http::StatusCode, Bytes), String> {
+    /// Sends one request; the answer's status and body, and how far its
+    /// `Date` header moved the signing clock (ms).
+    async fn call(&self, body: Vec<u8>) -> Result<(http::StatusCode, Bytes, i64), String> {
         let credentials = self.credentials().await?;
         let request = self.request(body, credentials)?;
+        let sent = SystemTime::now();
         let response = self
             .http
             .request(request)
             .await
-            .map_err(|e| format!("PutRecords: {}", error_chain(&e)))?;
+            .map_err(|e| format!("PutRecords to {}: {}", self.host, error_chain(&e)))?;
+        let moved = self.clock.observe(
+            sent,
+            SystemTime::now(),
+            response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|d| d.to_str().ok()),
+        );
         let status = response.status();
         let body = response
             .into_body()
@@ -174,7 +213,7 @@ impl DirectTransport {
             .await
             .map_err(|e| format!("PutRecords: reading the answer: {e}"))?
             .to_bytes();
-        Ok((status, body))
+        Ok((status, body, moved))
     }
 }
 
@@ -187,40 +226,64 @@ impl Transport for DirectTransport {
                 ATTEMPT_TIMEOUT.as_secs()
             )),
             Ok(Err(e)) => PutOutcome::Transient(e),
-            Ok(Ok((status, body))) if status.is_success() => answer(&body, entries.len()),
-            Ok(Ok((status, body))) => {
+            Ok(Ok((status, body, _))) if status.is_success() => answer(&body, entries.len()),
+            Ok(Ok((status, body, moved))) => {
                 let (code, message) = error_of(&body);
-                let outcome = classify(status, &code, &message);
-                if code == "ExpiredTokenException" {
+                if is_skew_refusal(&code, &message) && moved >= SKEW_CORRECTION {
+                    tracing::warn!(endpoint = %self.host, skew_ms = self.clock.skew_ms(), "the service's clock differs from this host's; signing with the service's time from now on");
+                    return PutOutcome::Transient(format!(
+                        "{code}: {message} (signing clock corrected by {} s)",
+                        self.clock.skew_ms() / 1000
+                    ));
+                }
+                if refuses_credentials(&code) {
+                    // Rotated or revoked: ask the provider again next time.
                     self.forget_credentials();
                 }
-                outcome
+                classify(status, &code, &message)
             }
         }
     }
 }
 
-/// One HTTP client (connection pool, TLS roots) for every output of the
-/// process: the system's roots are loaded once, not per output.
-fn shared_http_client() -> anyhow::Result<HttpClient<Connector, Full<Bytes>>> {
-    static CLIENT: std::sync::OnceLock<Result<HttpClient<Connector, Full<Bytes>>, String>> =
-        std::sync::OnceLock::new();
-    let built = CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(3)));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| format!("loading the system's TLS roots: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(HttpClient::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector))
-    });
-    built.clone().map_err(|e| anyhow::anyhow!(e))
+/// Whether an error code says the credentials themselves were refused.
+fn refuses_credentials(code: &str) -> bool {
+    matches!(
+        code,
+        "ExpiredTokenException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "IncompleteSignatureException"
+    )
+}
+
+/// One HTTP client (connection pool, TLS roots) per CA bundle, shared by
+/// every output trusting the same roots: the roots are loaded once, not
+/// per output.
+fn shared_http_client(bundle: Option<&Path>) -> anyhow::Result<HttpClient<Connector, Full<Bytes>>> {
+    type Clients = Mutex<Vec<(Option<PathBuf>, HttpClient<Connector, Full<Bytes>>)>>;
+    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the HTTP client table is poisoned"))?;
+    if let Some((_, client)) = clients.iter().find(|(b, _)| b.as_deref() == bundle) {
+        return Ok(client.clone());
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(3)));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client_config(bundle)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
+    clients.push((bundle.map(Path::to_path_buf), client.clone()));
+    Ok(client)
 }
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -378,6 +441,35 @@ mod tests {
             partition_key: key.into(),
             explicit_hash_key: ehk.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn credentials_are_fetched_again_before_they_expire_not_on_every_request() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = Duration::from_secs(3600);
+        assert!(
+            !needs_refresh(None, t0, t0 + hour * 100),
+            "static keys never"
+        );
+        // An hour-long session: 5 minutes before it ends.
+        assert!(!needs_refresh(
+            Some(t0 + hour),
+            t0,
+            t0 + Duration::from_secs(3299)
+        ));
+        assert!(needs_refresh(
+            Some(t0 + hour),
+            t0,
+            t0 + Duration::from_secs(3300)
+        ));
+        // A 90-second credential: after 45 s, not at once and not on every call.
+        let short = Some(t0 + Duration::from_secs(90));
+        assert!(!needs_refresh(short, t0, t0 + Duration::from_secs(44)));
+        assert!(needs_refresh(short, t0, t0 + Duration::from_secs(45)));
+        assert!(
+            needs_refresh(short, t0, t0 + Duration::from_secs(100)),
+            "expired"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod put_path;
 pub mod request;
 pub mod service;
+pub mod signing_clock;
 pub mod window;
 pub mod writer;
 

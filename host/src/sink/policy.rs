@@ -11,6 +11,11 @@
 //!   towards the cap); a throttled entry halves the window instead.
 //! - A request that failed as a whole (5xx, timeout, connection loss) waits
 //!   the next backoff holding its place in the window, and halves the window.
+//! - A request refused for a reason about the output or the caller rather
+//!   than the records (access denied, an unknown, expired or revoked
+//!   credential, a bad signature) stalls the output: it is sent again after
+//!   a backoff of its own that grows to about a minute (`REFUSAL_CAP`), and
+//!   the output resumes by itself once the cause is fixed (SPEC §8).
 //! - Failures are told at warning level at most once per `WARN_INTERVAL`
 //!   per output, with the count since the last warning (`log_limit.rs`), so a
 //!   failure storm does not flood the log.
@@ -19,6 +24,9 @@ use super::window::Window;
 use crate::backoff::Backoff;
 use crate::log_limit::WarnEvery;
 use std::time::Duration;
+
+/// The longest wait between two attempts of a refused request.
+pub const REFUSAL_CAP: Duration = Duration::from_secs(60);
 
 /// Whether a failure text (an entry's error code, or a whole request's
 /// error) is throttling.
@@ -43,6 +51,8 @@ pub struct Wait {
 #[derive(Debug)]
 pub struct RetryPolicy {
     backoff: Backoff,
+    /// For requests refused as a whole (`refused`); reset by any answer.
+    refusals: Backoff,
     /// Consecutive answered requests with failed entries.
     failing_rounds: u32,
     warnings: WarnEvery,
@@ -51,6 +61,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     pub fn new(backoff: Backoff) -> Self {
         RetryPolicy {
+            refusals: backoff.with_cap(REFUSAL_CAP),
             backoff,
             failing_rounds: 0,
             warnings: WarnEvery::default(),
@@ -66,6 +77,7 @@ impl RetryPolicy {
         failed: usize,
         throttled: bool,
     ) -> Option<Wait> {
+        self.refusals.reset();
         if throttled {
             window.throttled();
         } else {
@@ -85,6 +97,18 @@ impl RetryPolicy {
             rounds: self.failing_rounds,
             warn: self.warnings.event(),
         })
+    }
+
+    /// A request was refused as a whole (access, credentials) and is sent
+    /// again after the wait, which grows to `REFUSAL_CAP`.
+    pub fn refused(&mut self, window: &Window) -> Wait {
+        window.throttled();
+        let delay = self.refusals.next_delay();
+        Wait {
+            delay,
+            rounds: self.refusals.attempts(),
+            warn: self.warnings.event(),
+        }
     }
 
     /// A request failed as a whole and is sent again after the wait.
@@ -173,6 +197,23 @@ mod tests {
         assert_eq!(window.size(), 2);
         p.call_failed(&window);
         assert_eq!(window.size(), 1, "never below one");
+    }
+
+    #[test]
+    fn refusals_back_off_towards_a_minute_and_an_answer_resets_them() {
+        let window = Window::new(8);
+        let mut p = RetryPolicy::new(Backoff::new(Duration::from_secs(1), Duration::from_secs(5)));
+        let ceilings: Vec<Duration> = (0..12).map(|_| p.refused(&window).delay).collect();
+        assert!(ceilings.iter().all(|d| *d <= REFUSAL_CAP));
+        assert!(
+            ceilings[6..].iter().any(|d| *d > Duration::from_secs(5)),
+            "refusals wait past the entry backoff's cap: {ceilings:?}"
+        );
+        p.answered(&window, 1, 0, false);
+        assert!(
+            p.refused(&window).delay <= Duration::from_secs(1),
+            "reset by an answer"
+        );
     }
 
     #[test]

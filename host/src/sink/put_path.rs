@@ -23,6 +23,7 @@ impl KinesisPut {
         credentials: Option<&SharedCredentialsProvider>,
         endpoint_url: Option<String>,
         stream: &StreamRef,
+        ca_bundle: Option<&std::path::Path>,
     ) -> anyhow::Result<KinesisPut> {
         let sdk = std::env::var("DISTRIBUTARY_PUT_RECORDS").is_ok_and(|v| v == "sdk");
         let Some(credentials) = credentials.filter(|_| !sdk) else {
@@ -35,7 +36,8 @@ impl KinesisPut {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .filter(|u| !u.is_empty());
         Ok(KinesisPut::Direct(Box::new(
-            DirectTransport::new(client, credentials.clone(), endpoint_url, stream).await?,
+            DirectTransport::new(client, credentials.clone(), endpoint_url, stream, ca_bundle)
+                .await?,
         )))
     }
 }

@@ -89,6 +89,19 @@ pub struct WriterStats {
     /// Records not sent because their source shard's lease was lost (or
     /// went unrenewed past the margin) while they waited in the queue.
     pub fenced: AtomicU64,
+    /// Errors by AWS error code: requests refused or failed as a whole, and
+    /// failed entries (off the fast path: only failures take the lock).
+    pub errors: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl WriterStats {
+    /// Counts an error whose text starts with their code (`Code: message`).
+    fn count_error(&self, text: &str) {
+        let code = crate::kinesis::code_of(text);
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(code.to_string()).or_default() += 1;
+        }
+    }
 }
 
 pub struct OutputWriter<T: Transport = KinesisPut> {
@@ -195,17 +208,6 @@ impl Delivery {
             let written = std::mem::take(&mut state.written);
             let _ = done.send(Ok(written));
         }
-    }
-
-    /// The delivery fails as a whole; records of it still in flight are ignored.
-    fn fail(&self, error: DeliverError) {
-        if let Some(done) = lock(&self.state).done.take() {
-            let _ = done.send(Err(error));
-        }
-    }
-
-    fn is_over(&self) -> bool {
-        lock(&self.state).done.is_none()
     }
 }
 
@@ -506,6 +508,7 @@ impl<T: Transport> Core<T> {
             }
             PutOutcome::Transient(error) | PutOutcome::Gone(error) => {
                 core.stats.requests_retried.fetch_add(1, Atomic::Relaxed);
+                core.stats.count_error(&error);
                 let wait = lock(&core.state).policy.call_failed(&core.window);
                 if let Some(failures) = wait.warn {
                     tracing::warn!(output = %core.name, attempt = wait.rounds, failures, %error, "PutRecords failed; retrying (failures: since the last warning)");
@@ -546,18 +549,24 @@ impl<T: Transport> Core<T> {
                 }
             }
             PutOutcome::Rejected(error) => {
-                // Every delivery with a record in this request fails as a
-                // whole (its pipeline halts), and its queued records go.
+                // About the output or the caller, not the records: the
+                // output stalls (this request keeps its place in the window
+                // and its records their keys' place) and tries again after a
+                // backoff growing to a minute, until the cause is fixed.
+                // Other outputs and pipelines are not touched.
+                core.stats.requests_retried.fetch_add(1, Atomic::Relaxed);
+                core.stats.count_error(&error);
+                let wait = lock(&core.state).policy.refused(&core.window);
+                if let Some(failures) = wait.warn {
+                    tracing::warn!(output = %core.name, stream = %core.stream, attempt = wait.rounds, failures, retry_in_ms = wait.delay.as_millis() as u64, %error, "PutRecords refused: access or credentials; the output waits and retries until the cause is fixed (failures: since the last warning)");
+                } else {
+                    tracing::debug!(output = %core.name, %error, "PutRecords refused; retrying");
+                }
+                tokio::time::sleep(wait.delay).await;
                 let mut state = lock(&core.state);
                 for &p in &positions {
-                    if let Some(item) = state.queue.dropped(p) {
-                        item.delivery.fail(core.error(
-                            item.record.source_index,
-                            format!("PutRecords of {n} records rejected: {error}"),
-                        ));
-                    }
+                    state.queue.failed(p);
                 }
-                state.queue.drop_queued(|item| item.delivery.is_over());
                 state.in_flight -= 1;
             }
         }
@@ -572,6 +581,7 @@ impl<T: Transport> Core<T> {
         results: Vec<Result<super::service::Put, String>>,
     ) {
         let mut failed = Vec::new();
+        let mut undeliverable = Vec::new();
         let mut first_error = None;
         let mut throttled = false;
         let mut settled = Vec::with_capacity(positions.len());
@@ -597,6 +607,15 @@ impl<T: Transport> Core<T> {
                         }
                     }
                     Err(error) => {
+                        self.stats.count_error(&error);
+                        if crate::kinesis::is_undeliverable_entry(crate::kinesis::code_of(&error)) {
+                            // Refused for this record's sake (its KMS key):
+                            // the pipeline's on_error decides.
+                            if let Some(item) = state.queue.dropped(p) {
+                                undeliverable.push((item, error));
+                            }
+                            continue;
+                        }
                         throttled |= is_throttling(&error);
                         first_error.get_or_insert(error);
                         failed.push(p);
@@ -623,6 +642,13 @@ impl<T: Transport> Core<T> {
         for (item, misplaced) in settled {
             item.delivery
                 .settle(&item.record, Settled::Written { misplaced });
+        }
+        for (item, error) in undeliverable {
+            let e = self.error(
+                item.record.source_index,
+                format!("PutRecords refused the record: {error}"),
+            );
+            item.delivery.settle(&item.record, Settled::Refused(e));
         }
         let Some(wait) = wait else {
             return;

@@ -25,7 +25,7 @@ async fn main() -> Result<()> {
         .first()
         .map_or(Ok(0.0), |r| r.parse())
         .context("FAIL_RATE")?;
-    let proxy = FaultProxy::start_at(upstream, &format!("127.0.0.1:{port}"), rate).await?;
+    let proxy = FaultProxy::start_plain_at(upstream, &format!("127.0.0.1:{port}"), rate).await?;
     proxy.set_delay(Duration::from_millis(delay.parse().context("DELAY_MS")?));
     println!("{}", proxy.endpoint);
     tokio::signal::ctrl_c().await?;

@@ -502,12 +502,11 @@ impl LeaseManager {
             }
             Settle::Release => self.table.release(key, counter, me, positions).await?,
         };
-        let stood = match written {
+        let told = match written {
             Written::Done(_) => return Ok(true),
-            Written::Refused(Some(stood)) => Some(stood),
-            Written::Refused(None) => self.table.get(key).await?,
+            Written::Refused(told) => told,
         };
-        let Some(stood) = stood else {
+        let Some(stood) = self.table.stood(key, told).await? else {
             return Ok(false);
         };
         let instead = decide::finish_instead(

@@ -194,9 +194,7 @@ impl LeaseManager {
             .await
         {
             Ok(Written::Done(lease)) => Renewed::Done(lease),
-            // As it stood when refused; read when the table did not say.
-            Ok(Written::Refused(Some(stood))) => Renewed::Refused(Ok(Some(stood))),
-            Ok(Written::Refused(None)) => Renewed::Refused(self.table.get(&key).await),
+            Ok(Written::Refused(told)) => Renewed::Refused(self.table.stood(&key, told).await),
             Err(error) => Renewed::Failed(error),
         };
         match outcome {

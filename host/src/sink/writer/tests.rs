@@ -100,7 +100,7 @@ fn assert_per_key_order(written: &[(String, Vec<u8>)]) -> usize {
     reordered
 }
 
-fn writer(transport: Flaky) -> OutputWriter<Flaky> {
+fn writer<T: Transport>(transport: T) -> OutputWriter<T> {
     OutputWriter::new(
         "out".into(),
         StreamRef::parse("s"),
@@ -311,18 +311,102 @@ async fn an_invalid_request_is_split_to_find_the_record_kinesis_refuses() {
     );
 }
 
+/// Refuses every call (AccessDenied) until `fixed` is set, then writes
+/// everything: a policy that was restored.
+struct RefusedUntilFixed {
+    fixed: AtomicBool,
+    calls: AtomicUsize,
+    written: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Transport for RefusedUntilFixed {
+    async fn put_records(&self, _: &StreamRef, entries: Vec<crate::sink::Entry>) -> PutOutcome {
+        self.calls.fetch_add(1, Atomic::SeqCst);
+        if !self.fixed.load(Atomic::SeqCst) {
+            return PutOutcome::Rejected(
+                "AccessDeniedException: not authorized to perform kinesis:PutRecords".into(),
+            );
+        }
+        let mut written = self.written.lock().unwrap();
+        PutOutcome::Answered(
+            entries
+                .into_iter()
+                .map(|e| {
+                    written.push(e.data.to_vec());
+                    Ok(Put {
+                        shard: "shardId-000000000000".into(),
+                        sequence: format!("{:020}", written.len()),
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
 #[tokio::test]
-async fn a_request_rejected_as_a_whole_fails_the_delivery() {
-    let writer = fixed(|| PutOutcome::Rejected("AccessDeniedException: no".into()));
-    let err = writer
-        .deliver_checked(records(600, 600, 0), None)
+async fn a_request_refused_as_a_whole_stalls_the_output_until_the_cause_is_fixed() {
+    let writer = Arc::new(writer(RefusedUntilFixed {
+        fixed: AtomicBool::new(false),
+        calls: AtomicUsize::new(0),
+        written: Mutex::new(Vec::new()),
+    }));
+    let sent = records(600, 600, 0);
+    let expected: Vec<Vec<u8>> = sent.iter().map(|r| r.data.to_vec()).collect();
+    let delivery = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.deliver_checked(sent, None).await })
+    };
+    // Refused again and again: nothing settles, nothing is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while writer.transport().calls.load(Atomic::SeqCst) < 3 {
+        assert!(std::time::Instant::now() < deadline, "retried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!delivery.is_finished(), "a refusal fails no delivery");
+    writer.transport().fixed.store(true, Atomic::SeqCst);
+    let delivered = tokio::time::timeout(Duration::from_secs(10), delivery)
         .await
-        .unwrap_err();
-    assert!(err.reason.contains("AccessDenied"), "{err}");
-    assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 1);
-    // The queue is empty again: a later delivery is sent.
-    let _ = writer.deliver_checked(records(1, 1, 0), None).await;
-    assert_eq!(writer.transport().calls.load(Atomic::Relaxed), 2);
+        .expect("resumes once fixed")
+        .unwrap()
+        .unwrap();
+    assert!(delivered.refused.is_empty());
+    let mut written = writer.transport().written.lock().unwrap().clone();
+    written.sort();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(written, expected, "every record written once");
+    let errors = writer.stats.errors.lock().unwrap().clone();
+    assert!(errors["AccessDeniedException"] >= 3, "{errors:?}");
+}
+
+#[tokio::test]
+async fn an_entry_its_kms_key_refuses_is_refused_and_a_kms_throttle_retried() {
+    let mut t = flaky(0.3, 0.0, Duration::ZERO, 5);
+    t.entry_error = "KMSAccessDeniedException: the key policy denies kinesis";
+    let kms = writer(t);
+    let delivered = kms
+        .deliver_checked(records(200, 200, 0), None)
+        .await
+        .unwrap();
+    let refused = delivered.refused.len();
+    let written = kms.transport().written.lock().unwrap().len();
+    assert!(refused > 30, "{refused}");
+    assert_eq!(
+        refused + written,
+        200,
+        "each record written or refused, once"
+    );
+    assert!(delivered.refused[0].reason.contains("KMSAccessDenied"));
+
+    let mut t = flaky(0.3, 0.0, Duration::ZERO, 5);
+    t.entry_error = "KMSThrottlingException: rate exceeded";
+    let throttled = writer(t);
+    let delivered = throttled
+        .deliver_checked(records(200, 200, 0), None)
+        .await
+        .unwrap();
+    assert!(delivered.refused.is_empty(), "throttling is retried");
+    assert_eq!(throttled.transport().written.lock().unwrap().len(), 200);
 }
 
 #[tokio::test]
