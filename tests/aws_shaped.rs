@@ -125,7 +125,7 @@ async fn an_untrusted_or_misnamed_certificate_fails_check_and_run_within_seconds
     check_ok(&good);
     for (certificate, cause) in [
         (Certificate::UnknownCa, "UnknownIssuer"),
-        (Certificate::WrongName, "NotValidForName"),
+        (Certificate::WrongName, "not valid for name"),
     ] {
         let bad = Front::start_with(&kinesis.plain, certificate).unwrap();
         let path = dir

@@ -47,7 +47,8 @@ async fn an_output_unreachable_at_start_up_is_waited_for_then_served() {
         .unwrap();
     // Nothing listens on the output's port yet: connections are refused.
     let output_port = free_port_pair();
-    let output = format!("http://127.0.0.1:{output_port}");
+    // The front that will listen there later serves HTTPS for `localhost`.
+    let output = format!("https://localhost:{output_port}");
     let port = free_port_pair();
     let dir = TestDir::new().unwrap();
     let path = dir

@@ -3,7 +3,6 @@
 //! afterwards show up as lag; an unreadable store is an error naming it.
 
 use distributary_e2e::*;
-use std::process::Command;
 use std::time::Duration;
 
 fn status(config: &std::path::Path, json: bool) -> std::process::Output {

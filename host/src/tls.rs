@@ -76,8 +76,8 @@ pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// The roots a client trusts with `bundle` (None: the system's).
 pub fn root_store(bundle: Option<&Path>) -> anyhow::Result<Arc<rustls::RootCertStore>> {
-    static STORES: OnceLock<Mutex<Vec<(Option<PathBuf>, Arc<rustls::RootCertStore>)>>> =
-        OnceLock::new();
+    type Stores = Mutex<Vec<(Option<PathBuf>, Arc<rustls::RootCertStore>)>>;
+    static STORES: OnceLock<Stores> = OnceLock::new();
     let stores = STORES.get_or_init(Default::default);
     if let Ok(s) = stores.lock()
         && let Some((_, store)) = s.iter().find(|(b, _)| b.as_deref() == bundle)
@@ -160,13 +160,15 @@ pub fn certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return is_certificate(tls).then(|| tls.to_string());
         }
-        // io::Error's `source` skips the error it wraps.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        // io::Error's `source` skips the error it wraps (which may be
+        // another io::Error around the rustls one): descend into it.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
         {
-            return is_certificate(tls).then(|| tls.to_string());
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -277,4 +279,26 @@ pub fn named_endpoints(config: &crate::config::Config) -> Vec<(String, String, O
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_found_through_nested_io_errors() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert_eq!(
+            certificate_failure(&nested).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            certificate_failure(&refused),
+            None,
+            "an outage, not a certificate"
+        );
+    }
 }
