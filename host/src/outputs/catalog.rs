@@ -372,7 +372,8 @@ async fn open_writer(
         output.max_request_bytes.max(max_record_bytes),
     )
     .with_max_requests_in_flight(output.max_requests_in_flight)
-    .with_ordering(output.ordering);
+    .with_ordering(output.ordering)
+    .paced(client.clone());
     Ok(Some(if output.aggregate {
         writer.aggregating(
             client.clone(),

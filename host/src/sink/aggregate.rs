@@ -12,8 +12,9 @@
 //! Progress: the delivery's records are settled when the whole delivery is,
 //! since a sub-record of a misplaced aggregate is not done when it is acknowledged.
 
+use super::shard_map::ShardMap;
 use super::writer::{DeliverError, Delivered, OutputWriter, Packing};
-use crate::kinesis::{ShardInfo, StreamRef, list_shards};
+use crate::kinesis::{StreamRef, list_shards};
 use crate::kpl::aggregate::{Packed, ShardRange, hash_of, pack};
 use crate::pipeline::progress::BatchProgress;
 use crate::record::OutRecord;
@@ -35,21 +36,6 @@ pub struct Aggregation {
     shards: tokio::sync::Mutex<Option<(Instant, Arc<Vec<ShardRange>>)>>,
 }
 
-/// The open shards of `list`, by hash range.
-fn open_ranges(list: &[ShardInfo]) -> Vec<ShardRange> {
-    list.iter()
-        .filter(|s| !s.closed)
-        .filter_map(|s| {
-            let (start, end) = s.hash_range?;
-            Some(ShardRange {
-                id: s.id.clone(),
-                start,
-                end,
-            })
-        })
-        .collect()
-}
-
 impl Aggregation {
     pub fn new(client: Client, max_bytes: usize) -> Self {
         Aggregation {
@@ -69,7 +55,7 @@ impl Aggregation {
             return map.clone();
         }
         let map = match list_shards(&self.client, stream).await {
-            Ok(list) => Arc::new(open_ranges(&list)),
+            Ok(list) => Arc::new(ShardMap::of(&list).ranges()),
             Err(error) => {
                 tracing::warn!(stream = %stream, %error, "cannot read the output's shard map; using the last one");
                 cached
@@ -185,28 +171,5 @@ impl<T: Transport> OutputWriter<T> {
             }
         }
         Ok(delivered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shard_map_holds_open_shards_with_a_hash_range() {
-        let shard = |id: &str, closed, hash_range| ShardInfo {
-            id: id.into(),
-            parents: Vec::new(),
-            closed,
-            hash_range,
-        };
-        let list = [
-            shard("a", true, Some((0, 10))),
-            shard("b", false, Some((0, 5))),
-            shard("c", false, None),
-            shard("d", false, Some((6, 10))),
-        ];
-        let ids: Vec<String> = open_ranges(&list).into_iter().map(|r| r.id).collect();
-        assert_eq!(ids, ["b", "d"]);
     }
 }

@@ -5,6 +5,9 @@
 //! - `request.rs`: the output's queue and the ordering rule that packs
 //!   requests from it (pure; property-tested).
 //! - `window.rs`: how many requests may be in flight (AIMD on throttling).
+//! - `shard_map.rs`: which shard of the output a record lands in (pure).
+//! - `pacing.rs`: per-shard write pacing under the shard quotas, AIMD on
+//!   throttled entries, as the KPL does (pure).
 //! - `policy.rs`: the retry policy: backoff of failed entries and requests.
 //! - `service.rs`: the PutRecords call, behind the `Transport` trait (the
 //!   SDK's implementation).
@@ -26,10 +29,12 @@
 pub mod aggregate;
 pub mod direct;
 pub mod limits;
+pub mod pacing;
 pub mod policy;
 pub mod put_path;
 pub mod request;
 pub mod service;
+pub mod shard_map;
 pub mod signing_clock;
 pub mod window;
 pub mod writer;

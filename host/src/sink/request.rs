@@ -39,6 +39,16 @@ pub enum Ordering {
     None,
 }
 
+/// Whether a record may go into the request being packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Take,
+    /// Not now; look at the next one.
+    Skip,
+    /// Not now, nor anything after it.
+    Stop,
+}
+
 /// Where Kinesis put an acknowledged record: its shard and sequence number.
 pub struct Landed<'a> {
     pub shard: &'a str,
@@ -147,6 +157,18 @@ impl<R> Queue<R> {
     /// record always goes, even alone over the limit). They are in flight
     /// until `acknowledged`, `failed` or `dropped`.
     pub fn next_request(&mut self, max_entries: usize, max_bytes: usize) -> Vec<u64> {
+        self.next_request_admitted(max_entries, max_bytes, |_, _| Admission::Take)
+    }
+
+    /// Like `next_request`, taking only the records `admit` lets go (the
+    /// pacer: their shard has room); a record skipped stays ready, first of
+    /// its key. `Admission::Stop` ends the request there.
+    pub fn next_request_admitted(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        mut admit: impl FnMut(&R, usize) -> Admission,
+    ) -> Vec<u64> {
         let max_entries = max_entries.clamp(1, MAX_ENTRIES_PER_REQUEST);
         let mut taken = Vec::new();
         let mut bytes = 0usize;
@@ -166,6 +188,11 @@ impl<R> Queue<R> {
             }
             if !taken.is_empty() && bytes + slot.bytes > max_bytes {
                 break;
+            }
+            match admit(&slot.item, slot.bytes) {
+                Admission::Take => {}
+                Admission::Skip => continue,
+                Admission::Stop => break,
             }
             bytes += slot.bytes;
             taken.push(position);
@@ -396,6 +423,27 @@ mod tests {
         );
         let mut q = queue(Ordering::PerKey, &["a", "b"], 1);
         assert_eq!(q.next_request(1, 500), [0]);
+    }
+
+    #[test]
+    fn records_not_admitted_stay_first_of_their_keys() {
+        // Items are their push index; "b" (1, 3) is paced out.
+        let mut q = queue(Ordering::PerKey, &["a", "b", "c", "b", "a"], 10);
+        let taken = q.next_request_admitted(500, 5 << 20, |&i, _| match i {
+            1 | 3 => Admission::Skip,
+            _ => Admission::Take,
+        });
+        assert_eq!(taken, [0, 2]);
+        ack(&mut q, 0);
+        assert_eq!(
+            q.next_request_admitted(500, 5 << 20, |_, _| Admission::Stop),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q.next_request(500, 5 << 20),
+            [1, 4],
+            "b's first, then a's second"
+        );
     }
 
     #[test]

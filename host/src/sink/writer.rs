@@ -19,20 +19,33 @@
 //!
 //! Requests run as tasks of their own (`send`): a delivery whose lane stops
 //! waiting does not cancel requests other deliveries' records share.
+//!
+//! Pacing (`paced`, on for every output the catalog builds): each record is
+//! placed in the shard it will land in by the stream's shard map
+//! (`shard_map.rs`, read again every `SHARD_MAP_TTL` and when a record lands
+//! elsewhere), and a request takes only records whose shard has room under
+//! its write quota (`pacing.rs`); when nothing ready has room, the writer
+//! wakes itself when some will.
 
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record};
+use super::pacing::Pacer;
 use super::policy::{RetryPolicy, is_throttling};
 use super::put_path::KinesisPut;
-use super::request::{Landed, Ordering, Queue};
+use super::request::{Admission, Landed, Ordering, Queue};
 use super::service::{Entry, PutOutcome, Transport};
+use super::shard_map::{ShardMap, hash_key};
 use super::window::Window;
 use crate::backoff::Backoff;
-use crate::kinesis::StreamRef;
+use crate::kinesis::{StreamRef, list_shards};
 use crate::pipeline::progress::BatchProgress;
 use crate::record::OutRecord;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as Atomic};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
+
+/// How often a paced output's shard map is read again.
+const SHARD_MAP_TTL: Duration = Duration::from_secs(30);
 
 pub use super::aggregate::Aggregation;
 
@@ -92,6 +105,8 @@ pub struct WriterStats {
     /// Errors by AWS error code: requests refused or failed as a whole, and
     /// failed entries (off the fast path: only failures take the lock).
     pub errors: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Times the writer held ready records back for their shards' quota.
+    pub paced: AtomicU64,
 }
 
 impl WriterStats {
@@ -112,6 +127,26 @@ pub struct OutputWriter<T: Transport = KinesisPut> {
     /// KPL aggregation on output (`aggregate = true`).
     pub(super) aggregation: Option<Aggregation>,
     pub stats: Arc<WriterStats>,
+    /// Reads the shard map of a paced output; ends with the writer.
+    refresh: Option<tokio::task::AbortHandle>,
+}
+
+impl<T: Transport> Drop for OutputWriter<T> {
+    fn drop(&mut self) {
+        if let Some(refresh) = &self.refresh {
+            refresh.abort();
+        }
+    }
+}
+
+/// What a paced output knows of its stream's shards.
+#[derive(Default)]
+pub(super) struct Pacing {
+    map: Mutex<Arc<ShardMap>>,
+    /// A record landed outside the shard the map placed it in.
+    stale: Notify,
+    /// A wake-up is scheduled for records held back by the pacer.
+    wake_scheduled: AtomicBool,
 }
 
 /// The part of a writer its request tasks share.
@@ -128,6 +163,8 @@ pub(super) struct Core<T> {
     window: Window,
     state: Mutex<State>,
     stats: Arc<WriterStats>,
+    /// Set for a paced output (`OutputWriter::paced`).
+    pacing: Option<Arc<Pacing>>,
 }
 
 struct State {
@@ -135,6 +172,7 @@ struct State {
     /// Requests sent and not yet answered (or waiting out their backoff).
     in_flight: usize,
     policy: RetryPolicy,
+    pacer: Pacer,
 }
 
 /// A queued record and the delivery it belongs to.
@@ -145,6 +183,8 @@ struct Item {
     placement: Option<Arc<str>>,
     /// Records it carries (an aggregate's sub-records; else 1).
     carries: u32,
+    /// The shard the shard map places it in (a paced output).
+    shard: Option<Arc<str>>,
 }
 
 /// One `deliver_checked` call: its records settle one by one.
@@ -233,15 +273,46 @@ impl<T: Transport> OutputWriter<T> {
                     queue: Queue::new(Ordering::PerKey),
                     in_flight: 0,
                     policy: RetryPolicy::new(Backoff::kinesis()),
+                    pacer: Pacer::default(),
                 }),
                 stats: stats.clone(),
+                pacing: None,
             }),
             name,
             stream,
             max_record_bytes,
             aggregation: None,
             stats,
+            refresh: None,
         }
+    }
+
+    /// Paces writes per shard (see the module doc), reading the stream's
+    /// shard map with `client`. Before the first delivery, in a runtime.
+    pub fn paced(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        let pacing = Arc::new(Pacing::default());
+        let Some(core) = Arc::get_mut(&mut self.core) else {
+            return self;
+        };
+        core.pacing = Some(pacing.clone());
+        let stream = self.stream.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match list_shards(&client, &stream).await {
+                    Ok(list) => {
+                        let map = ShardMap::of(&list);
+                        tracing::debug!(stream = %stream, shards = map.len(), "output shard map read");
+                        *lock(&pacing.map) = Arc::new(map);
+                    }
+                    Err(error) => {
+                        tracing::warn!(stream = %stream, %error, "cannot read the output's shard map; pacing by the last one")
+                    }
+                }
+                let _ = tokio::time::timeout(SHARD_MAP_TTL, pacing.stale.notified()).await;
+            }
+        });
+        self.refresh = Some(task.abort_handle());
+        self
     }
 
     /// Marks the output as found by a `stream_pattern` (see `Core::discovered`).
@@ -369,6 +440,7 @@ impl<T: Transport> OutputWriter<T> {
         let by_shard = packed.is_some();
         let (placements, members) =
             packed.map_or((&[][..], &[][..]), |p| (p.placements, p.members));
+        let map = self.core.pacing.as_ref().map(|p| lock(&p.map).clone());
         {
             let mut state = lock(&self.core.state);
             for record in records {
@@ -386,11 +458,19 @@ impl<T: Transport> OutputWriter<T> {
                     false => state.queue.key_hash(&record.partition_key),
                 };
                 let bytes = record.billed_bytes();
+                let shard = map.as_ref().and_then(|m| {
+                    m.shard_of(hash_key(
+                        &record.partition_key,
+                        record.explicit_hash_key.as_deref(),
+                    ))
+                    .cloned()
+                });
                 let item = Item {
                     record,
                     delivery: delivery.clone(),
                     placement,
                     carries,
+                    shard,
                 };
                 state.queue.push(key, bytes, item);
             }
@@ -433,9 +513,23 @@ impl<T: Transport> Core<T> {
                 {
                     return;
                 }
-                let mut positions = state
-                    .queue
-                    .next_request(MAX_ENTRIES_PER_REQUEST, core.max_request_bytes);
+                let mut positions = match &core.pacing {
+                    None => state
+                        .queue
+                        .next_request(MAX_ENTRIES_PER_REQUEST, core.max_request_bytes),
+                    Some(pacing) => {
+                        let (positions, wait) =
+                            Self::next_paced(&mut state, core.max_request_bytes);
+                        if positions.is_empty() {
+                            if let Some(wait) = wait {
+                                core.stats.paced.fetch_add(1, Atomic::Relaxed);
+                                Self::wake_after(core, pacing, wait);
+                            }
+                            return;
+                        }
+                        positions
+                    }
+                };
                 if positions.is_empty() {
                     return;
                 }
@@ -468,6 +562,48 @@ impl<T: Transport> Core<T> {
             core.stats.requests.fetch_add(1, Atomic::Relaxed);
             tokio::spawn(Core::send(core.clone(), positions, entries));
         }
+    }
+
+    /// The next request of a paced output: only records whose shard has
+    /// room; and, when some ready record had none, how long until it will.
+    fn next_paced(state: &mut State, max_bytes: usize) -> (Vec<u64>, Option<Duration>) {
+        let now = Instant::now();
+        let State { queue, pacer, .. } = state;
+        let mut wait: Option<Duration> = None;
+        // Shards found full in this request: one look each.
+        let mut full: Vec<Arc<str>> = Vec::new();
+        let positions =
+            queue.next_request_admitted(MAX_ENTRIES_PER_REQUEST, max_bytes, |item, bytes| {
+                let Some(shard) = &item.shard else {
+                    return Admission::Take;
+                };
+                if full.iter().any(|f| Arc::ptr_eq(f, shard)) {
+                    return Admission::Skip;
+                }
+                match pacer.admit(shard, bytes, now) {
+                    Ok(()) => Admission::Take,
+                    Err(until) => {
+                        wait = Some(wait.map_or(until, |w| w.min(until)));
+                        full.push(shard.clone());
+                        Admission::Skip
+                    }
+                }
+            });
+        (positions, wait)
+    }
+
+    /// Pumps again after `wait`, once (records held back by the pacer).
+    fn wake_after(core: &Arc<Self>, pacing: &Arc<Pacing>, wait: Duration) {
+        if pacing.wake_scheduled.swap(true, Atomic::AcqRel) {
+            return;
+        }
+        let core = core.clone();
+        let pacing = pacing.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            pacing.wake_scheduled.store(false, Atomic::Release);
+            Core::pump(&core);
+        });
     }
 
     /// One PutRecords request, and what its answer does to the queue.
@@ -590,6 +726,16 @@ impl<T: Transport> Core<T> {
             for (&p, result) in positions.iter().zip(results) {
                 match result {
                     Ok(put) => {
+                        if let Some(pacing) = &self.pacing
+                            && state
+                                .queue
+                                .get(p)
+                                .and_then(|i| i.shard.as_deref())
+                                .is_some_and(|predicted| predicted != put.shard)
+                        {
+                            // Resharded since the map was read.
+                            pacing.stale.notify_one();
+                        }
                         let landed = Landed {
                             shard: &put.shard,
                             sequence: &put.sequence,
@@ -616,7 +762,13 @@ impl<T: Transport> Core<T> {
                             }
                             continue;
                         }
-                        throttled |= is_throttling(&error);
+                        if is_throttling(&error) {
+                            throttled = true;
+                            let State { queue, pacer, .. } = &mut *state;
+                            if let Some(shard) = queue.get(p).and_then(|i| i.shard.as_deref()) {
+                                pacer.throttled(shard, Instant::now());
+                            }
+                        }
                         first_error.get_or_insert(error);
                         failed.push(p);
                     }

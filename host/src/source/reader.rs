@@ -1,6 +1,7 @@
 //! Polls one shard with GetRecords.
 //!
-//! Pacing: at most one call per `MIN_CALL_GAP` (Kinesis allows 5 reads per
+//! Pacing: at most one call per `MIN_CALL_GAP` on a shard by all of this
+//! process's readers together (`read_slots.rs`: Kinesis allows 5 reads per
 //! second per shard across all consumers), at most `MAX_BYTES_PER_SECOND`
 //! read per shard on average (the next call waits until the bytes of the last
 //! one fit the 2 MiB/s read limit), and a pause of `poll_interval` after a
@@ -27,7 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const MIN_CALL_GAP: Duration = Duration::from_millis(200);
+use super::read_slots::{self, MIN_CALL_GAP};
+
 /// The read limit of one shard (shared by all polling consumers).
 const MAX_BYTES_PER_SECOND: u64 = 2 << 20;
 
@@ -139,6 +141,7 @@ impl ShardReader {
 
     /// The next batch (possibly empty), retrying errors until it gets one.
     pub async fn next(&mut self) -> ReadBatch {
+        let slot_key = format!("{}/{}", self.stream, self.shard_id);
         loop {
             tokio::time::sleep_until(self.next_call.into()).await;
             if self.iterator.is_none() {
@@ -163,6 +166,9 @@ impl ShardReader {
                 }
                 None => (None, self.limit),
             };
+            // Every reader of this shard in the process shares its slots.
+            let slot = read_slots::reserve(&slot_key, Instant::now());
+            tokio::time::sleep_until(slot.into()).await;
             self.next_call = Instant::now() + MIN_CALL_GAP;
             if let Some(calls) = &self.calls {
                 calls.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +189,7 @@ impl ShardReader {
                     }
                     let bytes: usize = out.records.iter().map(|r| r.data.as_ref().len()).sum();
                     self.next_call = Instant::now() + gap_after(bytes);
+                    read_slots::push_back(&slot_key, self.next_call);
                     let mut records = Vec::with_capacity(out.records.len());
                     for record in out.records {
                         push_source_records(&mut records, record, self.deaggregate);

