@@ -52,6 +52,11 @@ async fn efo_replicates_and_a_graceful_restart_duplicates_nothing() {
     let (kinesis, client) = kinesis_with_streams(&[("input", 2), ("out", 1)])
         .await
         .unwrap();
+    // Kinesis' quotas hold throughout (SubscribeToShard once per second per
+    // consumer and shard, the writes per shard).
+    kinesis
+        .front
+        .enforce(distributary_e2e::front::Quotas::aws());
     let records = numbered_records(600, 12, "");
     let (first, second) = records.split_at(300);
     put_all(&client, "input", first).await.unwrap();
@@ -72,6 +77,16 @@ async fn efo_replicates_and_a_graceful_restart_duplicates_nothing() {
     running.stop_cleanly();
     assert!(log.contains("reading with enhanced fan-out"), "{log}");
     assert!(!log.contains("GetRecords"), "no polling on the tip: {log}");
+    let quotas = kinesis.front.quota_stats();
+    assert!(
+        distributary_e2e::front::QuotaStats::sum(&quotas.calls, "SubscribeToShard") >= 2,
+        "subscribed through the quota front: {quotas:?}"
+    );
+    assert_eq!(
+        distributary_e2e::front::QuotaStats::sum(&quotas.throttled, "SubscribeToShard"),
+        0,
+        "never more than one subscription per second per shard: {quotas:?}"
+    );
     assert_eq!(consumers(&client).await, ["distributary-test"]);
 
     // The second run reuses the consumer and resumes after the checkpoints.

@@ -313,6 +313,12 @@ impl Collector for Metrics {
         )?;
         counters(
             &mut encoder,
+            "distributary_output_paced",
+            "Times the output held ready records back because their shards had no room under the write quota (per-shard pacing)",
+            per_output(&|w| load(&w.stats.paced)),
+        )?;
+        counters(
+            &mut encoder,
             "distributary_output_requests_retried",
             "Whole PutRecords requests that failed transiently and were sent again",
             per_output(&|w| load(&w.stats.requests_retried)),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod cut;
 pub mod fault;
 pub mod front;
+pub mod quota_run;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;

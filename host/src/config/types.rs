@@ -129,6 +129,11 @@ pub struct Output {
     /// or `none` (full requests whatever the keys; reorders counted).
     #[serde(default)]
     pub ordering: crate::sink::Ordering,
+    /// Pace writes per shard under Kinesis' write quota (1,000 records/s and
+    /// 1 MiB/s per shard; AIMD on throttles). Off only for a
+    /// Kinesis-compatible target without those quotas.
+    #[serde(default = "default_true")]
+    pub pace_writes: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -372,8 +372,11 @@ async fn open_writer(
         output.max_request_bytes.max(max_record_bytes),
     )
     .with_max_requests_in_flight(output.max_requests_in_flight)
-    .with_ordering(output.ordering)
-    .paced(client.clone());
+    .with_ordering(output.ordering);
+    let writer = match output.pace_writes {
+        true => writer.paced(client.clone()),
+        false => writer,
+    };
     Ok(Some(if output.aggregate {
         writer.aggregating(
             client.clone(),

@@ -7,17 +7,25 @@
 //! Several writers share a shard (other pipelines' processes, other
 //! instances, other producers), and none knows the others' rates, so each
 //! one's share of a shard adapts, additive increase and multiplicative
-//! decrease: it grows by `INCREASE_PER_SECOND` of the quota each second and
-//! is cut by `DECREASE` when Kinesis throttles an entry for that shard (once
-//! per `CUT_SPACING`, so one request's many throttled entries count once).
-//! Alone, a writer converges to the full quota; N writers to about 1/N each,
-//! with the shard kept near its ceiling. A share's tokens fill for
-//! `BURST` at most, so a writer that was idle sends at most that much at once.
-//! The constants were chosen by simulating writers that share a shard with
-//! a 25 ms feedback delay (the test below is that simulation, shortened):
-//! at a halving and 2%/s, 9 writers keep a shard at its ceiling with about
-//! 3% of entries throttled (27 writers: 14%); a faster increase wastes more
-//! (5%/s: 7%), a lone writer that lost its share regains it in 25 s.
+//! decrease: it is halved (`DECREASE`) when Kinesis throttles an entry for
+//! that shard (once per `CUT_SPACING`, so one request's many throttled
+//! entries count once), grows by `INCREASE_PER_SECOND` of the quota each
+//! second while throttles are recent, and by `CALM_INCREASE_PER_SECOND` once
+//! none was seen for `CALM` (the shard has room: a writer went quiet, or
+//! demand moved to this one, as at the tail of a backlog). Alone, a writer
+//! converges to the full quota; N writers to about 1/N each, with the shard
+//! kept near its ceiling. A share's tokens fill for `BURST` at most, so a
+//! writer that was idle sends at most that much at once.
+//!
+//! The constants come from simulating writers that each offer more than a
+//! shard takes, with a 25 ms feedback delay (the last test below is that
+//! simulation, shortened), and from `scripts/bench quota` (README,
+//! *Quotas*): a gentler cut (0.8) throttled more and filled the shard no
+//! better; without the calm increase, the last writers of a backlog took
+//! 10-15 s to regain the shard. In the simulation's worst case (9 writers
+//! each always offering ten times the shard) 8.5% of entries are throttled
+//! (3.3% without the calm increase); end to end, with 3 instances × 3
+//! pipelines writing 2-shard outputs, 0.2%.
 //!
 //! Pure (time is passed in): the writer (`writer.rs`) asks `admit` for each
 //! entry it packs and reports throttled entries with `throttled`.
@@ -36,8 +44,12 @@ pub const BYTES_PER_SECOND: f64 = 1_048_576.0;
 const BURST: Duration = Duration::from_millis(500);
 /// A throttled entry multiplies the shard's share by this.
 const DECREASE: f64 = 0.5;
-/// The share grows by this fraction of the quota per second.
+/// The share grows by this fraction of the quota per second...
 const INCREASE_PER_SECOND: f64 = 0.02;
+/// ... and by this much once no throttle was seen for `CALM` (the shard has
+/// room: another writer went quiet, or this one's demand moved here).
+const CALM_INCREASE_PER_SECOND: f64 = 0.10;
+const CALM: Duration = Duration::from_secs(1);
 /// Throttles closer together than this cut the share once.
 const CUT_SPACING: Duration = Duration::from_millis(100);
 /// The least share of a shard a writer keeps.
@@ -67,7 +79,14 @@ impl Bucket {
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = self.at.max(now);
-        self.share = (self.share + INCREASE_PER_SECOND * dt).min(1.0);
+        let calm = self
+            .last_cut
+            .is_none_or(|cut| now.saturating_duration_since(cut) >= CALM);
+        let increase = match calm {
+            true => CALM_INCREASE_PER_SECOND,
+            false => INCREASE_PER_SECOND,
+        };
+        self.share = (self.share + increase * dt).min(1.0);
         let burst = BURST.as_secs_f64() * self.share;
         self.records =
             (self.records + RECORDS_PER_SECOND * self.share * dt).min(RECORDS_PER_SECOND * burst);
@@ -260,6 +279,7 @@ mod tests {
         let rate = written as f64 / 20.0;
         assert!(rate >= 0.95 * RECORDS_PER_SECOND, "{rate} rec/s");
         let wasted = throttled as f64 / (written + throttled) as f64;
-        assert!(wasted < 0.06, "{:.1}% throttled", wasted * 100.0);
+        // The worst case: every writer offers ten times the shard, always.
+        assert!(wasted < 0.10, "{:.1}% throttled", wasted * 100.0);
     }
 }

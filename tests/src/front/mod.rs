@@ -50,6 +50,9 @@ pub struct Control {
     /// (API, stream): calls of that API naming that stream are refused with
     /// AccessDeniedException, as an IAM policy without the action does.
     denied: Mutex<Option<(String, String)>>,
+    /// GetRecords calls still to answer with ExpiredIteratorException
+    /// (`expire_iterators`).
+    expire: AtomicU64,
     /// The quotas enforced, when set (`enforce`).
     quota: Mutex<Option<quota::Quota>>,
 }
@@ -149,6 +152,12 @@ impl Front {
         if let Ok(mut q) = self.control.quota.lock() {
             *q = Some(quota::Quota::new(quotas));
         }
+    }
+
+    /// Answers the next `calls` GetRecords calls with ExpiredIteratorException,
+    /// as Kinesis does for an iterator older than 5 minutes.
+    pub fn expire_iterators(&self, calls: u64) {
+        self.control.expire.store(calls, Ordering::Relaxed);
     }
 
     /// What the quotas let through and throttled so far.
@@ -264,6 +273,24 @@ impl Forward {
             }
             let message = format!(
                 "User: arn:aws:sts::123456789012:assumed-role/distributary/tests is not authorized to perform: kinesis:{api} because no identity-based policy allows the kinesis:{api} action"
+            );
+            return self.error(&service, 400, code, &message);
+        }
+        if header(&headers, "x-amz-target").is_some_and(|t| t.ends_with(".GetRecords"))
+            && self
+                .control
+                .expire
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            let code = "ExpiredIteratorException";
+            if let Ok(mut r) = self.control.refused.lock() {
+                *r.entry(code.to_string()).or_default() += 1;
+            }
+            let now = self.control.now() * 1000;
+            let message = format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {now} which is further in the future than the tolerated delay of 300000 milliseconds.",
+                now - 300_001
             );
             return self.error(&service, 400, code, &message);
         }
