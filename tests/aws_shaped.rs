@@ -390,7 +390,7 @@ async fn two_outputs(
 async fn iterators_expiring_mid_run_lose_and_repeat_nothing() {
     let kinesis = LocalKinesis::start().unwrap();
     let dir = TestDir::new().unwrap();
-    let (client, running, _) = two_outputs(&kinesis, &dir).await;
+    let (client, running, port) = two_outputs(&kinesis, &dir).await;
     let records = numbered_records(600, 30, "");
     put_all(&client, "input", &records[..300]).await.unwrap();
     wait_for_settled(&client, "out-a", 300, TIMEOUT)
@@ -410,6 +410,20 @@ async fn iterators_expiring_mid_run_lose_and_repeat_nothing() {
         kinesis.front.refused().get("ExpiredIteratorException"),
         Some(&6),
         "the front expired them"
+    );
+    let metrics = scrape_metrics(port).unwrap_or_default();
+    assert_eq!(
+        metric(
+            &metrics,
+            "distributary_source_read_errors_total{source=\"input\",code=\"ExpiredIteratorException\"}"
+        ),
+        Some(6.0),
+        "counted per code:\n{metrics}"
+    );
+    assert!(
+        running.log_text().contains("shard iterator expired"),
+        "logged:\n{}",
+        running.log_text()
     );
     running.stop_cleanly();
 }

@@ -375,6 +375,21 @@ impl Collector for Metrics {
         )?;
         counters(
             &mut encoder,
+            "distributary_source_read_errors",
+            "GetRecords and GetShardIterator errors by AWS error code (ExpiredIteratorException, ProvisionedThroughputExceededException, ...; `other`: no answer), all retried",
+            view.sources
+                .iter()
+                .flat_map(|(source, stats)| {
+                    stats
+                        .read_errors()
+                        .by_code()
+                        .into_iter()
+                        .map(|(code, n)| (vec![("source", source.clone()), ("code", code)], n))
+                })
+                .collect(),
+        )?;
+        counters(
+            &mut encoder,
             "distributary_source_efo_subscription_conflicts",
             "SubscribeToShard calls answered ResourceInUseException (another subscription holds the shard)",
             per_source_shard(&view.sources, |stats| stats.efo_conflicts()),

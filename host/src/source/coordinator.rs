@@ -372,6 +372,7 @@ impl SourceRunner {
         let stream = self.stream_key().to_string();
         let (stop, stop_forwarder) = shard_stop(&self.shutdown, &hold, self.handoff_drain);
         let calls = self.stats.get_records_counter(&shard_id);
+        let read_errors = self.stats.read_errors();
         let setup = {
             let (client, stream, shard, limit, poll, calls, deaggregate, budget) = (
                 self.client.clone(),
@@ -394,6 +395,7 @@ impl SourceRunner {
                         poll,
                     )
                     .counting_calls(calls.clone())
+                    .counting_errors(read_errors.clone())
                     .deaggregating(deaggregate)
                     .budgeted(budget.clone())
                 }),

@@ -17,6 +17,7 @@
 //! (Limit) as that room holds, by the average size of the records read so
 //! far; the batch carries its charge, sized to what was read.
 
+use super::stats::ReadErrors;
 use crate::backoff::Backoff;
 use crate::buffer::{Budget, Charge, ReadSizer};
 use crate::kinesis::{StreamRef, describe, is_transient};
@@ -85,6 +86,8 @@ pub struct ShardReader {
     backoff: Backoff,
     /// Counts GetRecords calls, when set (`counting_calls`).
     calls: Option<Arc<AtomicU64>>,
+    /// Counts read errors by code, when set (`counting_errors`).
+    errors: Option<Arc<ReadErrors>>,
     /// The memory budget reads are charged to, when set (`budgeted`).
     budget: Option<Arc<Budget>>,
     sizer: ReadSizer,
@@ -111,6 +114,7 @@ impl ShardReader {
             next_call: Instant::now(),
             backoff: Backoff::kinesis(),
             calls: None,
+            errors: None,
             budget: None,
             sizer: ReadSizer::default(),
         }
@@ -134,6 +138,18 @@ impl ShardReader {
         self
     }
 
+    /// Counts every read error by its AWS code (`other`: no answer) in `errors`.
+    pub fn counting_errors(mut self, errors: Arc<ReadErrors>) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    fn count_error(&self, code: Option<&str>) {
+        if let Some(errors) = &self.errors {
+            errors.count(code.unwrap_or("other"));
+        }
+    }
+
     /// Where the next read continues: after the last record returned, or the start.
     pub fn position(&self) -> &StartAt {
         &self.position
@@ -148,6 +164,9 @@ impl ShardReader {
                 match self.get_iterator().await {
                     Ok(iterator) => self.iterator = Some(iterator),
                     Err(error) => {
+                        self.count_error(Some(crate::kinesis::code_of(
+                            error.strip_prefix("GetShardIterator: ").unwrap_or(&error),
+                        )));
                         self.retry_later(&error).await;
                         continue;
                     }
@@ -216,8 +235,12 @@ impl ShardReader {
                     let code = err
                         .as_service_error()
                         .and_then(|e| aws_sdk_kinesis::error::ProvideErrorMetadata::code(e));
+                    self.count_error(code);
                     if code == Some("ExpiredIteratorException") {
-                        tracing::debug!(shard = %self.shard_id, "shard iterator expired; getting a new one");
+                        // After a stall of over 5 minutes (at most once per
+                        // stall and shard): nothing is lost, the next
+                        // iterator starts after the last record read.
+                        tracing::info!(stream = %self.stream, shard = %self.shard_id, "shard iterator expired; getting a new one after the last record read");
                         self.iterator = None;
                         continue;
                     }

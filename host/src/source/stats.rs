@@ -18,6 +18,28 @@ pub struct SourceStats {
     /// one holds the shard, and whether the shard is read by GetRecords
     /// meanwhile.
     efo: Mutex<BTreeMap<String, Arc<EfoShardStats>>>,
+    /// GetRecords and GetShardIterator errors by AWS error code
+    /// (ExpiredIteratorException, ProvisionedThroughputExceededException, ...).
+    read_errors: Arc<ReadErrors>,
+}
+
+/// Read errors of one source by code (off the fast path: only errors lock).
+#[derive(Debug, Default)]
+pub struct ReadErrors(Mutex<BTreeMap<String, u64>>);
+
+impl ReadErrors {
+    pub fn count(&self, code: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry(code.to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn by_code(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(c, n)| (c.clone(), *n)).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// What enhanced fan-out met on one shard.
@@ -34,6 +56,11 @@ impl SourceStats {
             Ok(mut map) => map.entry(shard.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
+    }
+
+    /// The source's read error counts, shared by its readers.
+    pub fn read_errors(&self) -> Arc<ReadErrors> {
+        self.read_errors.clone()
     }
 
     /// The enhanced fan-out counters of `shard` (created on first use).
