@@ -200,6 +200,15 @@ fn rate_exceeded_shard(shard: &str, stream: &str) -> String {
     format!("Rate exceeded for shard {shard} in stream {stream} under account {ACCOUNT}.")
 }
 
+/// The whole-call refusal Kinesis gives a shard over its quota.
+fn shard_rate_exceeded(shard: &str, stream: &str) -> Before {
+    Before::Refuse(
+        400,
+        "ProvisionedThroughputExceededException",
+        rate_exceeded_shard(shard, stream),
+    )
+}
+
 impl Quota {
     pub fn new(quotas: Quotas) -> Quota {
         Quota {
@@ -298,11 +307,7 @@ impl Quota {
                         .throttled_entries
                         .entry(stream.clone())
                         .or_default() += 1;
-                    Before::Refuse(
-                        400,
-                        "ProvisionedThroughputExceededException",
-                        rate_exceeded_shard(&shard, &stream),
-                    )
+                    shard_rate_exceeded(&shard, &stream)
                 }
             }
             "GetRecords" => {
@@ -325,11 +330,7 @@ impl Quota {
                 if calls_ok {
                     Before::Forward
                 } else {
-                    Before::Refuse(
-                        400,
-                        "ProvisionedThroughputExceededException",
-                        rate_exceeded_shard(&shard, &stream),
-                    )
+                    shard_rate_exceeded(&shard, &stream)
                 }
             }
             "GetShardIterator" => {
@@ -343,11 +344,7 @@ impl Quota {
                 ) {
                     Before::Forward
                 } else {
-                    Before::Refuse(
-                        400,
-                        "ProvisionedThroughputExceededException",
-                        rate_exceeded_shard(shard, &stream),
-                    )
+                    shard_rate_exceeded(shard, &stream)
                 }
             }
             "ListShards" => self.per_stream(api, &stream, q.list_shards, now),
