@@ -345,3 +345,43 @@ async fn broken_files_are_refused_and_only_sighup_reads_the_file() {
     }
     running.stop_cleanly();
 }
+
+/// Issue 22's finding: started without `--watch-config`, a pipeline with a
+/// new output added to the file and SIGHUP sent while records trickle in
+/// (40/s, as a producer does), starting from the stream's trim horizon: the
+/// new output must end up with every record, the ones before the signal
+/// and the ones after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_added_by_sighup_while_records_trickle_gets_every_record() {
+    let streams = Streams::start(2).await;
+    let (client, dir, port) = (&streams.client, &streams.dir, streams.port);
+    let config = dir
+        .write_config("trickle.toml", &streams.config(&["keep"], "a"))
+        .unwrap();
+    let running = Distributary::start(&config).unwrap();
+    wait_for_log(&running, "distributary running");
+    let all = records(1600, 0);
+    // 40 records/s: one record every 25 ms, in waves of 4 every 100 ms.
+    let mut waves = all.chunks(4).enumerate();
+    for (i, wave) in waves.by_ref() {
+        put_all(client, "input", wave).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if i == 100 {
+            break;
+        }
+    }
+    std::fs::write(&config, streams.config(&["keep", "new"], "a")).unwrap();
+    running.signal("HUP");
+    wait_for_metric(&running, port, "distributary_config_version", 2.0);
+    for (_, wave) in waves {
+        put_all(client, "input", wave).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for stream in ["out-keep", "out-new"] {
+        let got = wait_for_settled(client, stream, all.len(), Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{stream}: {e}\n{}", running.log_text()));
+        assert_exactly_once_in_key_order(stream, &all, &got);
+    }
+    running.stop_cleanly();
+}
