@@ -706,3 +706,76 @@ async fn lease_writes_that_take_effect_unanswered_keep_their_leases_and_duplicat
         instance.stop_cleanly();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_table_stall_past_the_margin_fences_then_resumes_without_moving_a_lease() {
+    let (cluster, proxy) = Cluster::start_behind_proxy().await;
+    let instances = cluster.three_spread().await;
+    // 500 records/s for 12 s, so the stall falls mid-stream.
+    let records = numbered_records(6000, 200, "");
+    let client = cluster.client.clone();
+    let paced = records.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in paced.chunks(50) {
+            put_all(&client, "input", chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    wait_for_count(&cluster.client, "out-0", 1500, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Every lease-table call unanswered for 4 s: past the fencing margin
+    // (failover/2 = 3 s), short of failover (6 s), before which no peer
+    // takes a lease. Every instance stops its shards; once the table
+    // answers, each renews its leases (still its own) and resumes them
+    // from the positions its outputs acknowledged.
+    let before = owners_and_switches(&cluster).await;
+    proxy.set_stalled(true);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.set_stalled(false);
+    writer.await.unwrap();
+    let duplicates = cluster.check_outputs(&records, true).await;
+    let copies = records.len() * OUTPUTS;
+    println!("lease table stalled 4 s: {duplicates} duplicates in {copies} copies");
+    for (name, instance) in ["i0", "i1", "i2"].iter().zip(&instances) {
+        let log = instance.log_text();
+        assert!(
+            log.contains("self-fencing"),
+            "{name} did not fence itself in a stall past the margin\n{log}"
+        );
+        assert!(
+            !log.contains("lease lost"),
+            "{name} lost a lease no peer could take yet\n{log}"
+        );
+    }
+    assert_eq!(
+        owners_and_switches(&cluster).await,
+        before,
+        "a lease changed owners across a stall shorter than failover"
+    );
+    // What a fenced shard repeats is at most what its outputs had in flight
+    // when it stopped, not everything since its last stored position.
+    assert!(
+        duplicates * 100 < copies,
+        "{duplicates} duplicates in {copies} copies: a fenced lease moved or restarted from an old position"
+    );
+    cluster
+        .wait_owners(
+            "every lease held by its owner",
+            Duration::from_secs(30),
+            spread(&["i0", "i1", "i2"]),
+        )
+        .await;
+    for instance in instances {
+        instance.stop_cleanly();
+    }
+}
+
+/// Per lease: its owner and how many times it changed owners.
+async fn owners_and_switches(cluster: &Cluster) -> BTreeMap<String, (Option<String>, u64)> {
+    let leases = cluster.dynamo.leases(TABLE).await.unwrap();
+    leases
+        .into_iter()
+        .map(|l| (l.key, (l.owner, l.owner_switches)))
+        .collect()
+}

@@ -554,7 +554,7 @@ impl SourceRunner {
                 _ = hold.lost(), if !lost => {
                     // Another instance may own the shard now: stop writing at once.
                     lost = true;
-                    tracing::warn!(source = %self.name, shard = %shard_id, "lease lost; stopping the shard at once");
+                    tracing::warn!(source = %self.name, shard = %shard_id, "lease no longer valid here (lost, or fenced); stopping the shard at once");
                     lanes.tasks.abort_all();
                     reading = false;
                 }

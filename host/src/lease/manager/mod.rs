@@ -109,6 +109,11 @@ struct Held {
     draining: bool,
     /// The task ended; the lease waits for its final write.
     settle: Option<Settle>,
+    /// Given up on this side by the watchdog (not renewed within the
+    /// margin): its shard is stopped; once the task ended, renewals resume,
+    /// and the first that succeeds (no peer took the lease meanwhile)
+    /// starts the shard again from the positions its outputs acknowledged.
+    fenced: bool,
     /// When the first renewal since the last answered one was sent, if one
     /// failed: a write of it that took effect unanswered landed after this.
     unanswered_since: Option<Instant>,
@@ -256,15 +261,36 @@ impl LeaseManager {
                 .iter()
                 // A settling lease's shard task has ended: nothing is read or
                 // written for it, and its final write is conditional anyway.
-                .filter(|(_, h)| h.settle.is_none() && now >= h.valid_until.load(Ordering::Acquire))
+                .filter(|(_, h)| {
+                    h.settle.is_none() && !h.fenced && now >= h.valid_until.load(Ordering::Acquire)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {
-                tracing::warn!(lease = %key, margin_ms = (self.settings.failover / 2).as_millis() as u64, "lease not renewed within the margin; stopping its shard (self-fencing)");
-                self.lose(&key);
+                tracing::warn!(lease = %key, margin_ms = (self.settings.failover / 2).as_millis() as u64, "lease not renewed within the margin; stopping its shard (self-fencing); it resumes if a renewal succeeds before a peer takes the lease");
+                self.fence(&key);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops the shard of a lease not renewed within the margin, keeping
+    /// the lease: peers take it only after seeing its counter still for
+    /// `failover`, and a renewal is conditional on the counter, so a
+    /// renewal that succeeds after the shard stopped proves no peer took
+    /// it, and the shard resumes here where its outputs left off (instead
+    /// of a peer reading again, after `failover`, everything since the
+    /// positions last stored). A refused renewal loses it as usual.
+    fn fence(&self, key: &str) {
+        let mut state = self.lock();
+        if let Some(held) = state.held.get_mut(key) {
+            held.fenced = true;
+            held.valid_until.store(0, Ordering::Release);
+            held.state.send_replace(HoldState::Lost);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(state);
+        self.notify_changed();
     }
 
     /// Drops a lease this instance can no longer write for.
@@ -292,6 +318,7 @@ impl LeaseManager {
             written: Some(lease.checkpoints.clone()),
             draining: false,
             settle: None,
+            fenced: false,
             unanswered_since: None,
             due: sent + decide::renewal_interval(self.settings.failover),
         };
@@ -617,6 +644,7 @@ impl ShardOwnership for LeaseManager {
         let held = state.held.get_mut(&lease_key(stream, shard))?;
         let ready = !held.running
             && !held.draining
+            && !held.fenced
             && held.settle.is_none()
             && now < held.valid_until.load(Ordering::Acquire);
         if !ready {

@@ -99,13 +99,19 @@ impl LeaseManager {
     /// next one falls due.
     fn due_calls(&self, now: Instant, busy: &HashSet<&str>) -> (Vec<Call>, Option<Instant>) {
         let state = self.lock();
-        let held = state.held.iter().map(|(key, h)| {
-            let kind = match h.settle {
-                Some(_) => CallDue::Settle,
-                None => CallDue::Renew,
-            };
-            (key.as_str(), h.due, kind)
-        });
+        // A fenced lease is renewed again only once its shard task ended:
+        // a new task must not start beside the old one.
+        let held = state
+            .held
+            .iter()
+            .filter(|(_, h)| !(h.fenced && h.running))
+            .map(|(key, h)| {
+                let kind = match h.settle {
+                    Some(_) => CallDue::Settle,
+                    None => CallDue::Renew,
+                };
+                (key.as_str(), h.due, kind)
+            });
         let pending = state
             .pending
             .iter()
@@ -210,6 +216,13 @@ impl LeaseManager {
                     held.due = sent + decide::renewal_interval(self.settings.failover);
                     if positions.is_some() {
                         held.written = positions;
+                    }
+                    if held.fenced && !held.draining {
+                        held.fenced = false;
+                        held.state.send_replace(crate::ownership::HoldState::Held);
+                        tracing::info!(lease = %key, counter = lease.counter, "a fenced lease renewed again (no peer took it); its shard resumes");
+                        drop(state);
+                        self.notify_changed();
                     }
                 }
             }
