@@ -152,7 +152,9 @@ impl Cluster {
         let mut duplicates = 0;
         for i in 0..OUTPUTS {
             let stream = format!("out-{i}");
-            let got = wait_for_every(&self.client, &stream, expected).await;
+            let got = wait_for_every(&self.client, &stream, expected, Duration::from_secs(120))
+                .await
+                .unwrap();
             duplicates += got.len().saturating_sub(expected.len());
             if duplicates_allowed {
                 assert_at_least_once_in_key_order(&stream, expected, &got);
@@ -181,31 +183,6 @@ impl Drop for Cluster {
                 }
             }
         }
-    }
-}
-
-/// Waits (bounded) until `stream` holds every one of `expected` (a count
-/// is not enough when duplicates are allowed), then a second more for late
-/// duplicates; returns what it holds.
-async fn wait_for_every(
-    client: &aws_sdk_kinesis::Client,
-    stream: &str,
-    expected: &[Rec],
-) -> Vec<ReadRec> {
-    let want: std::collections::HashSet<&Rec> = expected.iter().collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let got = read_all(client, stream).await.unwrap();
-        let present: std::collections::HashSet<&Rec> = got.iter().map(|r| &r.rec).collect();
-        if want.iter().all(|r| present.contains(r)) {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return read_all(client, stream).await.unwrap();
-        }
-        if Instant::now() > deadline {
-            // Let the assertion name what is missing.
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

@@ -103,7 +103,7 @@ async fn crash_and_restart_loses_nothing() {
     writer.await.unwrap();
     let running = Distributary::start(&s.config).unwrap();
     for out in ["out-0", "out-1"] {
-        let got = wait_for_count(&s.client, out, records.len(), Duration::from_secs(120))
+        let got = wait_for_every(&s.client, out, &records, Duration::from_secs(120))
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
         assert_at_least_once_in_key_order(out, &records, &got);

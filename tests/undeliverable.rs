@@ -55,7 +55,7 @@ async fn halt_stops_before_the_record_and_a_fixed_restart_delivers_it() {
     // The operator raises the limit: the restart resumes at the checkpoint and delivers the rest once.
     std::fs::write(&config, &text).unwrap();
     let running = Distributary::start(&config).unwrap();
-    let got = wait_for_count(&client, "out-a", records.len(), Duration::from_secs(60))
+    let got = wait_for_every(&client, "out-a", &records, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", running.log_text()));
     running.stop_cleanly();

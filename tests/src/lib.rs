@@ -378,6 +378,33 @@ pub async fn wait_for_count(
     }
 }
 
+/// Waits (bounded) until `stream` holds every one of `expected`, then a
+/// second more for late duplicates; returns what it holds (on timeout too,
+/// so the caller's assertion names what is missing). For at-least-once
+/// checks: a count is not enough there, since duplicates of early records
+/// can make up the number while the last ones are still on their way.
+pub async fn wait_for_every(
+    client: &Client,
+    stream: &str,
+    expected: &[Rec],
+    timeout: Duration,
+) -> Result<Vec<ReadRec>> {
+    let want: std::collections::HashSet<&Rec> = expected.iter().collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = read_all(client, stream).await?;
+        let present: std::collections::HashSet<&Rec> = got.iter().map(|r| &r.rec).collect();
+        if want.iter().all(|r| present.contains(r)) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return read_all(client, stream).await;
+        }
+        if Instant::now() > deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until `stream` holds `n` records, then gives a late duplicate a
 /// second to show up and reads the stream again: for exactly-once checks.
 pub async fn wait_for_settled(
