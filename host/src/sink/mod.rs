@@ -4,6 +4,8 @@
 //! - `limits.rs`: what one record and one request may hold.
 //! - `request.rs`: the output's queue and the ordering rule that packs
 //!   requests from it (pure; property-tested).
+//! - `reorders.rs`: which records an `ordering = "none"` output wrote after
+//!   a newer one of their key (pure; counted by `reordered_total`).
 //! - `window.rs`: how many requests may be in flight (AIMD on throttling).
 //! - `shard_map.rs`: which shard of the output a record lands in (pure).
 //! - `pacing.rs`: per-shard write pacing under the shard quotas, AIMD on
@@ -32,6 +34,7 @@ pub mod limits;
 pub mod pacing;
 pub mod policy;
 pub mod put_path;
+pub mod reorders;
 pub mod request;
 pub mod service;
 pub mod shard_map;

@@ -17,6 +17,15 @@
 //! kept near its ceiling. A share's tokens fill for `BURST` at most, so a
 //! writer that was idle sends at most that much at once.
 //!
+//! A shard whose tokens ran out admits again only once `LINGER`'s worth at
+//! its share has come back (the KPL's `RecordMaxBufferedTime` does the same
+//! job): without it, a writer at the quota sends a request each time one
+//! token returns, a millisecond apart, each carrying a few records, and a
+//! paced backlog costs four times the CPU per record of an unpaced one
+//! (`scripts/bench cpu`, README *CPU*). The rate is unchanged (tokens keep
+//! coming in while the shard waits); a record waits at most `LINGER` more,
+//! and only while its shard is at its quota.
+//!
 //! The constants come from simulating writers that each offer more than a
 //! shard takes, with a 25 ms feedback delay (`writers_sharing_a_shard_...`
 //! below is that simulation, shortened), and from `scripts/bench quota` (README,
@@ -42,6 +51,9 @@ pub const RECORDS_PER_SECOND: f64 = 1000.0;
 pub const BYTES_PER_SECOND: f64 = 1_048_576.0;
 /// Tokens a share accumulates at most: this long at its rate.
 const BURST: Duration = Duration::from_millis(500);
+/// A shard at its quota admits again once this long's worth of its share is
+/// back, so that requests stay full (module doc).
+const LINGER: Duration = Duration::from_millis(50);
 /// A throttled entry multiplies the shard's share by this.
 const DECREASE: f64 = 0.5;
 /// The share grows by this fraction of the quota per second...
@@ -66,6 +78,8 @@ struct Bucket {
     bytes: f64,
     at: Instant,
     last_cut: Option<Instant>,
+    /// The tokens ran out: nothing is admitted until `LINGER`'s worth is back.
+    refilling: bool,
 }
 
 impl Bucket {
@@ -76,7 +90,26 @@ impl Bucket {
             bytes: BYTES_PER_SECOND * BURST.as_secs_f64(),
             at: now,
             last_cut: None,
+            refilling: false,
         }
+    }
+
+    /// What a shard that ran out waits for: `LINGER` at its share (at least
+    /// one entry; bytes may still be in debt by one entry).
+    fn quantum(&self) -> (f64, f64) {
+        let secs = LINGER.as_secs_f64() * self.share;
+        (
+            (RECORDS_PER_SECOND * secs).max(1.0),
+            BYTES_PER_SECOND * secs,
+        )
+    }
+
+    fn has_room(&mut self) -> bool {
+        if self.refilling {
+            let (records, bytes) = self.quantum();
+            self.refilling = self.records < records || self.bytes < bytes;
+        }
+        !self.refilling && self.records >= 1.0 && self.bytes >= 0.0
     }
 
     fn refill(&mut self, now: Instant) {
@@ -97,10 +130,11 @@ impl Bucket {
             (self.bytes + BYTES_PER_SECOND * self.share * dt).min(BYTES_PER_SECOND * burst);
     }
 
-    /// How long until an entry would be admitted.
+    /// How long until entries are admitted again (a `quantum` is back).
     fn wait(&self) -> Duration {
-        let records = (1.0 - self.records).max(0.0) / (RECORDS_PER_SECOND * self.share);
-        let bytes = (-self.bytes).max(0.0) / (BYTES_PER_SECOND * self.share);
+        let (records, bytes) = self.quantum();
+        let records = (records - self.records).max(0.0) / (RECORDS_PER_SECOND * self.share);
+        let bytes = (bytes - self.bytes).max(0.0) / (BYTES_PER_SECOND * self.share);
         Duration::from_secs_f64(records.max(bytes))
     }
 }
@@ -121,11 +155,12 @@ impl Pacer {
             .entry(shard.clone())
             .or_insert_with(|| Bucket::new(now));
         bucket.refill(now);
-        if bucket.records >= 1.0 && bucket.bytes >= 0.0 {
+        if bucket.has_room() {
             bucket.records -= 1.0;
             bucket.bytes -= bytes as f64;
             Ok(())
         } else {
+            bucket.refilling = true;
             Err(bucket.wait().max(Duration::from_millis(1)))
         }
     }
@@ -139,6 +174,7 @@ impl Pacer {
         bucket.refill(now);
         bucket.records = bucket.records.min(0.0);
         bucket.bytes = bucket.bytes.min(0.0);
+        bucket.refilling = true;
         if bucket
             .last_cut
             .is_some_and(|at| now.saturating_duration_since(at) < CUT_SPACING)
@@ -236,14 +272,37 @@ mod tests {
     }
 
     #[test]
-    fn the_wait_says_when_the_next_entry_goes() {
+    fn a_shard_that_ran_out_admits_a_lingers_worth_at_once_after_the_wait() {
         let mut pacer = Pacer::default();
         let shard: Arc<str> = "s".into();
         let t0 = Instant::now();
         while pacer.admit(&shard, 1, t0).is_ok() {}
         let wait = pacer.admit(&shard, 1, t0).unwrap_err();
-        assert!(wait <= Duration::from_millis(2), "{wait:?}");
-        assert!(pacer.admit(&shard, 1, t0 + wait).is_ok());
+        assert!(
+            (LINGER - Duration::from_millis(1)..=LINGER + Duration::from_millis(1)).contains(&wait),
+            "{wait:?}"
+        );
+        // A token back is not enough: no request of one entry.
+        let one = Duration::from_secs_f64(1.5 / RECORDS_PER_SECOND);
+        assert!(pacer.admit(&shard, 1, t0 + one).is_err());
+        let mut admitted = 0;
+        while pacer.admit(&shard, 1, t0 + wait).is_ok() {
+            admitted += 1;
+        }
+        let quantum = (RECORDS_PER_SECOND * LINGER.as_secs_f64()) as usize;
+        assert!((quantum..=quantum + 1).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn below_its_quota_a_shard_admits_every_entry_at_once() {
+        // 500 records/s, one every 2 ms: never held back, so never batched.
+        let mut pacer = Pacer::default();
+        let shard: Arc<str> = "s".into();
+        let t0 = Instant::now();
+        for i in 0..10_000u64 {
+            let now = t0 + Duration::from_millis(2 * i);
+            assert!(pacer.admit(&shard, 1024, now).is_ok(), "entry {i}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! collide share a queue, which only orders them more strictly than needed.
 
 use super::limits::MAX_ENTRIES_PER_REQUEST;
-use crate::record::compare_sequence;
+use super::reorders::Landings;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
@@ -60,6 +60,8 @@ struct Slot<R> {
     key: u64,
     bytes: usize,
     in_flight: bool,
+    /// The ordinal of the request it was last taken into.
+    request: u64,
     /// Must be sent alone (its request was rejected as invalid; finding the culprit).
     alone: bool,
 }
@@ -69,9 +71,9 @@ struct Slot<R> {
 #[derive(Default)]
 struct KeyState {
     open: VecDeque<u64>,
-    /// `Ordering::None` only: acknowledged records newer than the oldest
-    /// open one (older ones can no longer be overtaken), by position.
-    landed: BTreeMap<u64, (String, String)>,
+    /// `Ordering::None` only: where its acknowledged records landed, as
+    /// long as a later acknowledgement may pair with them (`reorders.rs`).
+    landed: Landings,
 }
 
 /// The records of one output not yet acknowledged.
@@ -87,6 +89,11 @@ pub struct Queue<R> {
     ready_bytes: usize,
     len: usize,
     hasher: std::collections::hash_map::RandomState,
+    /// Requests taken so far (the ordinal of the last one).
+    requests_taken: u64,
+    /// `Ordering::None` only: per request still in flight (ordinal), how
+    /// many of its records are.
+    in_flight_requests: BTreeMap<u64, usize>,
 }
 
 impl<R> Queue<R> {
@@ -100,6 +107,8 @@ impl<R> Queue<R> {
             ready_bytes: 0,
             len: 0,
             hasher: std::collections::hash_map::RandomState::new(),
+            requests_taken: 0,
+            in_flight_requests: BTreeMap::new(),
         }
     }
 
@@ -125,6 +134,7 @@ impl<R> Queue<R> {
             key,
             bytes,
             in_flight: false,
+            request: 0,
             alone: false,
         }));
         self.len += 1;
@@ -197,11 +207,20 @@ impl<R> Queue<R> {
             bytes += slot.bytes;
             taken.push(position);
         }
+        if taken.is_empty() {
+            return taken;
+        }
+        self.requests_taken += 1;
+        let request = self.requests_taken;
         for &position in &taken {
             self.unready(position);
             if let Some(slot) = self.slot_mut(position) {
                 slot.in_flight = true;
+                slot.request = request;
             }
+        }
+        if self.ordering == Ordering::None {
+            self.in_flight_requests.insert(request, taken.len());
         }
         taken
     }
@@ -209,35 +228,56 @@ impl<R> Queue<R> {
     /// The record at `position` was written (`landed`, when known, says
     /// where): it leaves the queue and the next record of its key becomes
     /// ready. Returns it and whether it landed after a newer record of its
-    /// key (`Ordering::None` only; in that order by Kinesis' sequence numbers).
-    pub fn acknowledged(&mut self, position: u64, landed: Option<Landed<'_>>) -> Option<(R, bool)> {
+    /// key (`Ordering::None` only; in that order by Kinesis' sequence
+    /// numbers): how many records this acknowledgement shows landed after a
+    /// newer one of their key (itself, or older ones it overtook).
+    pub fn acknowledged(
+        &mut self,
+        position: u64,
+        landed: Option<Landed<'_>>,
+    ) -> Option<(R, usize)> {
         let ordering = self.ordering;
         let slot = self.take(position)?;
-        let mut reordered = false;
+        let (requests_taken, oldest_in_flight) = (self.requests_taken, self.oldest_in_flight());
+        let mut reordered = 0;
         if let Some(state) = self.keys.get_mut(&slot.key) {
             if ordering == Ordering::None
                 && let Some(landed) = landed
             {
-                reordered = state.landed.range(position + 1..).any(|(_, (shard, seq))| {
-                    shard == landed.shard && compare_sequence(seq, landed.sequence).is_lt()
-                });
-                state.landed.insert(
-                    position,
-                    (landed.shard.to_string(), landed.sequence.to_string()),
-                );
+                reordered =
+                    state
+                        .landed
+                        .landed(position, landed.shard, landed.sequence, requests_taken);
             }
-            Self::close(state, position);
+            Self::close(state, position, oldest_in_flight);
         }
         self.after_close(slot.key);
         Some((slot.item, reordered))
+    }
+
+    /// The ordinal of the oldest request with a record still in flight
+    /// (`Ordering::None` only).
+    fn oldest_in_flight(&self) -> Option<u64> {
+        self.in_flight_requests.keys().next().copied()
+    }
+
+    /// The slot's record is no longer in flight in its request.
+    fn landed_or_back(&mut self, request: u64) {
+        if let Some(n) = self.in_flight_requests.get_mut(&request) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight_requests.remove(&request);
+            }
+        }
     }
 
     /// The record at `position` leaves the queue unwritten (its stream is
     /// gone, Kinesis refused it, or its delivery failed as a whole).
     pub fn dropped(&mut self, position: u64) -> Option<R> {
         let slot = self.take(position)?;
+        let oldest_in_flight = self.oldest_in_flight();
         if let Some(state) = self.keys.get_mut(&slot.key) {
-            Self::close(state, position);
+            Self::close(state, position, oldest_in_flight);
         }
         self.after_close(slot.key);
         Some(slot.item)
@@ -249,6 +289,8 @@ impl<R> Queue<R> {
             && slot.in_flight
         {
             slot.in_flight = false;
+            let request = slot.request;
+            self.landed_or_back(request);
             self.make_ready(position);
         }
     }
@@ -319,6 +361,9 @@ impl<R> Queue<R> {
         let index = position.checked_sub(self.base)? as usize;
         let slot = self.slots.get_mut(index)?.take()?;
         self.len -= 1;
+        if slot.in_flight {
+            self.landed_or_back(slot.request);
+        }
         if self.ready.remove(&position) {
             self.ready_bytes -= slot.bytes;
         }
@@ -330,19 +375,17 @@ impl<R> Queue<R> {
     }
 
     /// Removes `position` from its key's open records; forgets landings no
-    /// newer record can be compared with any more.
-    fn close(state: &mut KeyState, position: u64) {
+    /// later acknowledgement can pair with (`reorders.rs`).
+    fn close(state: &mut KeyState, position: u64, oldest_in_flight: Option<u64>) {
         if state.open.front() == Some(&position) {
             state.open.pop_front();
         } else if let Some(i) = state.open.iter().position(|&p| p == position) {
             state.open.remove(i);
         }
-        if state.landed.is_empty() {
-            return;
-        }
-        match state.open.front() {
-            Some(&oldest) => state.landed = state.landed.split_off(&oldest),
-            None => state.landed.clear(),
+        if !state.landed.is_empty() {
+            state
+                .landed
+                .forget(state.open.front().copied(), oldest_in_flight);
         }
     }
 
@@ -493,11 +536,11 @@ mod tests {
             shard: "s0",
             sequence: seq,
         };
-        assert_eq!(q.acknowledged(1, Some(landed("10"))), Some((1, false)));
-        assert_eq!(q.acknowledged(2, Some(landed("11"))), Some((2, false)));
-        assert_eq!(q.acknowledged(3, Some(landed("12"))), Some((3, false)));
+        assert_eq!(q.acknowledged(1, Some(landed("10"))), Some((1, 0)));
+        assert_eq!(q.acknowledged(2, Some(landed("11"))), Some((2, 0)));
+        assert_eq!(q.acknowledged(3, Some(landed("12"))), Some((3, 0)));
         assert_eq!(q.next_request(500, 5 << 20), [0]);
-        assert_eq!(q.acknowledged(0, Some(landed("13"))), Some((0, true)));
+        assert_eq!(q.acknowledged(0, Some(landed("13"))), Some((0, 1)));
         assert!(
             q.keys.is_empty(),
             "landings forgotten once a key has nothing open"
@@ -510,7 +553,7 @@ mod tests {
             shard: "s1",
             sequence: "20",
         };
-        assert_eq!(q.acknowledged(0, Some(other)), Some((0, false)));
+        assert_eq!(q.acknowledged(0, Some(other)), Some((0, 0)));
     }
 
     #[test]
@@ -524,6 +567,17 @@ mod tests {
         assert_eq!(q.next_request(500, 5 << 20), [2]);
         ack(&mut q, 2);
         assert!(q.is_empty());
+    }
+
+    /// An `Ordering::None` queue of one 1-byte record per entry of `keys`
+    /// (key `k{n}`); items are their key numbers.
+    fn unordered_queue(keys: &[u8]) -> Queue<u8> {
+        let mut q: Queue<u8> = Queue::new(Ordering::None);
+        for &k in keys {
+            let hash = q.key_hash(&format!("k{k}"));
+            q.push(hash, 1, k);
+        }
+        q
     }
 
     proptest! {
@@ -615,11 +669,7 @@ mod tests {
             fail_seed in any::<u64>(),
             fail_rate in 0.0f64..0.5,
         ) {
-            let mut q: Queue<u8> = Queue::new(Ordering::None);
-            for &k in &keys {
-                let hash = q.key_hash(&format!("k{k}"));
-                q.push(hash, 1, k);
-            }
+            let mut q = unordered_queue(&keys);
             let mut rng = fastrand::Rng::with_seed(fail_seed);
             let mut sequence = 0u64;
             let mut reported = 0usize;
@@ -635,7 +685,7 @@ mod tests {
                     sequence += 1;
                     let seq = format!("{sequence:05}");
                     let (k, reordered) = q.acknowledged(p, Some(Landed { shard: "s", sequence: &seq })).unwrap();
-                    reported += reordered as usize;
+                    reported += reordered;
                     landed.push((k, p));
                 }
             }
@@ -643,6 +693,77 @@ mod tests {
             let mut expected = 0;
             for (i, &(k, p)) in landed.iter().enumerate() {
                 if landed[..i].iter().any(|&(k2, p2)| k2 == k && p2 > p) {
+                    expected += 1;
+                }
+            }
+            prop_assert_eq!(reported, expected);
+        }
+
+        /// Without ordering, with several requests in flight whose answers
+        /// come back in any order (Kinesis writes a request when it gets it;
+        /// the writer reads the answers as they arrive): still exactly the
+        /// records that land after a newer record of their key, whichever
+        /// of the two is acknowledged first.
+        #[test]
+        fn unordered_reorders_are_counted_exactly_when_answers_cross(
+            keys in proptest::collection::vec(0u8..4, 1..300),
+            seed in any::<u64>(),
+            fail_rate in 0.0f64..0.5,
+            in_flight_max in 1usize..6,
+        ) {
+            let mut q = unordered_queue(&keys);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut sequence = 0u64;
+            let mut reported = 0usize;
+            // Requests sent, not yet answered: (position, its sequence if written).
+            let mut flying: Vec<Vec<(u64, Option<u64>)>> = Vec::new();
+            // Every landing: (sequence, key, position).
+            let mut landed: Vec<(u64, u8, u64)> = Vec::new();
+            let mut rounds = 0;
+            while !q.is_empty() {
+                rounds += 1;
+                prop_assert!(rounds < 100_000, "no progress");
+                if flying.len() < in_flight_max && rng.bool() {
+                    let request = q.next_request(1 + rng.usize(..20), 5 << 20);
+                    if !request.is_empty() {
+                        // Written as it arrives, entries in request order.
+                        let sent = request
+                            .into_iter()
+                            .map(|p| {
+                                if rng.f64() < fail_rate {
+                                    (p, None)
+                                } else {
+                                    sequence += 1;
+                                    (p, Some(sequence))
+                                }
+                            })
+                            .collect();
+                        flying.push(sent);
+                        continue;
+                    }
+                }
+                if flying.is_empty() {
+                    continue;
+                }
+                let answer = flying.swap_remove(rng.usize(..flying.len()));
+                for (p, written) in answer {
+                    match written {
+                        None => q.failed(p),
+                        Some(seq) => {
+                            let text = format!("{seq:06}");
+                            let (k, reordered) = q
+                                .acknowledged(p, Some(Landed { shard: "s", sequence: &text }))
+                                .unwrap();
+                            reported += reordered;
+                            landed.push((seq, k, p));
+                        }
+                    }
+                }
+            }
+            landed.sort();
+            let mut expected = 0;
+            for (i, &(_, k, p)) in landed.iter().enumerate() {
+                if landed[..i].iter().any(|&(_, k2, p2)| k2 == k && p2 > p) {
                     expected += 1;
                 }
             }

@@ -518,8 +518,9 @@ impl<T: Transport> Core<T> {
                         .queue
                         .next_request(MAX_ENTRIES_PER_REQUEST, core.max_request_bytes),
                     Some(pacing) => {
+                        let shards = lock(&pacing.map).len();
                         let (positions, wait) =
-                            Self::next_paced(&mut state, core.max_request_bytes);
+                            Self::next_paced(&mut state, core.max_request_bytes, shards);
                         if positions.is_empty() {
                             if let Some(wait) = wait {
                                 core.stats.paced.fetch_add(1, Atomic::Relaxed);
@@ -566,7 +567,13 @@ impl<T: Transport> Core<T> {
 
     /// The next request of a paced output: only records whose shard has
     /// room; and, when some ready record had none, how long until it will.
-    fn next_paced(state: &mut State, max_bytes: usize) -> (Vec<u64>, Option<Duration>) {
+    /// The look stops once all `shards` of the map were found full (a queue
+    /// of thousands at the quota is not walked on every pump).
+    fn next_paced(
+        state: &mut State,
+        max_bytes: usize,
+        shards: usize,
+    ) -> (Vec<u64>, Option<Duration>) {
         let now = Instant::now();
         let State { queue, pacer, .. } = state;
         let mut wait: Option<Duration> = None;
@@ -577,7 +584,7 @@ impl<T: Transport> Core<T> {
                 let Some(shard) = &item.shard else {
                     return Admission::Take;
                 };
-                if full.iter().any(|f| Arc::ptr_eq(f, shard)) {
+                if full.iter().any(|f| f == shard) {
                     return Admission::Skip;
                 }
                 match pacer.admit(shard, bytes, now) {
@@ -585,7 +592,10 @@ impl<T: Transport> Core<T> {
                     Err(until) => {
                         wait = Some(wait.map_or(until, |w| w.min(until)));
                         full.push(shard.clone());
-                        Admission::Skip
+                        match full.len() >= shards {
+                            true => Admission::Stop,
+                            false => Admission::Skip,
+                        }
                     }
                 }
             });
@@ -741,8 +751,10 @@ impl<T: Transport> Core<T> {
                             sequence: &put.sequence,
                         };
                         if let Some((item, reordered)) = state.queue.acknowledged(p, Some(landed)) {
-                            if reordered {
-                                self.stats.reordered.fetch_add(1, Atomic::Relaxed);
+                            if reordered > 0 {
+                                self.stats
+                                    .reordered
+                                    .fetch_add(reordered as u64, Atomic::Relaxed);
                             }
                             let misplaced = item
                                 .placement
