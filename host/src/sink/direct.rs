@@ -21,8 +21,9 @@
 //! The pure parts (body, answer, error class, credential refresh) are
 //! functions tested below.
 
-use super::service::{Entry, PutOutcome, Transport, answered, entry_result};
+use super::service::{Entry, Put, PutOutcome, Transport, answered};
 use super::signing_clock::{SigningClock, is_skew_refusal};
+use super::sigv4::Signer;
 use crate::kinesis::{ATTEMPT_TIMEOUT, ErrorClass, StreamRef};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -31,8 +32,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -72,6 +74,11 @@ pub struct DirectTransport {
     /// The credentials in use and when they were fetched.
     cached: Mutex<Option<(Credentials, SystemTime)>>,
     clock: SigningClock,
+    /// Signs requests to the endpoint's root path (`sigv4.rs`, its signing
+    /// key kept for the day); None for an endpoint with a path of its own,
+    /// signed by `aws-sigv4`'s general signer.
+    signer: Option<Mutex<Signer>>,
+    shard_names: Mutex<ShardNames>,
 }
 
 impl DirectTransport {
@@ -109,7 +116,11 @@ impl DirectTransport {
             (Some(h), None) => h.to_string(),
             (None, _) => anyhow::bail!("Kinesis endpoint {} has no host", endpoint.url()),
         };
+        let root = uri.path() == "/" && uri.query().is_none();
+        let signer = root.then(|| Mutex::new(Signer::new(&host, &region)));
         Ok(DirectTransport {
+            signer,
+            shard_names: Mutex::default(),
             http: shared_http_client(ca_bundle)?,
             uri_text: uri.to_string(),
             uri,
@@ -151,6 +162,24 @@ impl DirectTransport {
         body: Vec<u8>,
         credentials: Credentials,
     ) -> Result<http::Request<Full<Bytes>>, String> {
+        if let Some(signer) = &self.signer {
+            let signed = signer
+                .lock()
+                .map_err(|_| "cannot sign PutRecords: the signer is poisoned".to_string())?
+                .sign(&credentials, self.clock.now(), CONTENT_TYPE, TARGET, &body);
+            let mut request = http::Request::post(self.uri.clone())
+                .header(http::header::HOST, &self.host)
+                .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+                .header("x-amz-target", TARGET)
+                .header("x-amz-date", signed.amz_date)
+                .header(http::header::AUTHORIZATION, signed.authorization);
+            if let Some(token) = signed.security_token {
+                request = request.header("x-amz-security-token", token);
+            }
+            return request
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| format!("cannot build PutRecords: {e}"));
+        }
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let identity = credentials.into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -226,7 +255,10 @@ impl Transport for DirectTransport {
                 ATTEMPT_TIMEOUT.as_secs()
             )),
             Ok(Err(e)) => PutOutcome::Transient(e),
-            Ok(Ok((status, body, _))) if status.is_success() => answer(&body, entries.len()),
+            Ok(Ok((status, body, _))) if status.is_success() => match self.shard_names.lock() {
+                Ok(mut shards) => answer(&body, entries.len(), &mut shards),
+                Err(_) => PutOutcome::Transient("the shard name table is poisoned".into()),
+            },
             Ok(Ok((status, body, moved))) => {
                 let (code, message) = error_of(&body);
                 if is_skew_refusal(&code, &message) && moved >= SKEW_CORRECTION {
@@ -339,45 +371,67 @@ fn json_string(body: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// An answer, read in place: its strings borrow from the body unless they
+/// hold escapes.
 #[derive(serde::Deserialize)]
-struct Answer {
-    #[serde(rename = "Records")]
-    records: Vec<AnswerEntry>,
+struct Answer<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<AnswerEntry<'a>>,
 }
 
 #[derive(serde::Deserialize)]
-struct AnswerEntry {
-    #[serde(rename = "SequenceNumber")]
-    sequence: Option<String>,
-    #[serde(rename = "ShardId")]
-    shard: Option<String>,
-    #[serde(rename = "ErrorCode")]
-    error_code: Option<String>,
-    #[serde(rename = "ErrorMessage")]
-    error_message: Option<String>,
+struct AnswerEntry<'a> {
+    #[serde(rename = "SequenceNumber", borrow)]
+    sequence: Option<Cow<'a, str>>,
+    #[serde(rename = "ShardId", borrow)]
+    shard: Option<Cow<'a, str>>,
+    #[serde(rename = "ErrorCode", borrow)]
+    error_code: Option<Cow<'a, str>>,
+    #[serde(rename = "ErrorMessage", borrow)]
+    error_message: Option<Cow<'a, str>>,
+}
+
+/// The shard names an output's answers mention, each allocated once and
+/// shared by every entry written to it (a few per output; bounded).
+#[derive(Default)]
+pub struct ShardNames(Vec<Arc<str>>);
+
+impl ShardNames {
+    const MOST: usize = 4096;
+
+    fn get(&mut self, shard: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|s| &***s == shard) {
+            return known.clone();
+        }
+        let name: Arc<str> = shard.into();
+        if self.0.len() < Self::MOST {
+            self.0.push(name.clone());
+        }
+        name
+    }
 }
 
 /// What a successful answer says of each of the `n` entries.
-pub fn answer(body: &[u8], n: usize) -> PutOutcome {
+pub fn answer(body: &[u8], n: usize, shards: &mut ShardNames) -> PutOutcome {
     let parsed: Answer = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(e) => return PutOutcome::Transient(format!("PutRecords: cannot read the answer: {e}")),
     };
-    answered(
-        parsed
-            .records
-            .into_iter()
-            .map(|r| {
-                entry_result(
-                    r.error_code,
-                    r.error_message.as_deref(),
-                    r.shard,
-                    r.sequence,
-                )
-            })
-            .collect(),
-        n,
-    )
+    let results = parsed
+        .records
+        .into_iter()
+        .map(|r| match r.error_code {
+            Some(code) => Err(format!(
+                "{code}: {}",
+                r.error_message.as_deref().unwrap_or("")
+            )),
+            None => Ok(Put {
+                shard: shards.get(r.shard.as_deref().unwrap_or_default()),
+                sequence: r.sequence.map(Cow::into_owned).unwrap_or_default(),
+            }),
+        })
+        .collect();
+    answered(results, n)
 }
 
 /// The error code and message of an error answer (`__type` may carry a
@@ -433,7 +487,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::service::Put;
 
     fn entry(data: &[u8], key: &str, ehk: Option<&str>) -> Entry {
         Entry {
@@ -509,7 +562,7 @@ mod tests {
         let body = br#"{"FailedRecordCount":1,"Records":[
             {"SequenceNumber":"495","ShardId":"shardId-000000000001"},
             {"ErrorCode":"ProvisionedThroughputExceededException","ErrorMessage":"Rate exceeded"}]}"#;
-        let PutOutcome::Answered(r) = answer(body, 2) else {
+        let PutOutcome::Answered(r) = answer(body, 2, &mut ShardNames::default()) else {
             panic!("answered")
         };
         assert_eq!(
@@ -523,8 +576,41 @@ mod tests {
             r[1],
             Err("ProvisionedThroughputExceededException: Rate exceeded".into())
         );
-        assert!(matches!(answer(body, 3), PutOutcome::Transient(_)));
-        assert!(matches!(answer(b"<html>", 1), PutOutcome::Transient(_)));
+        assert!(matches!(
+            answer(body, 3, &mut ShardNames::default()),
+            PutOutcome::Transient(_)
+        ));
+        assert!(matches!(
+            answer(b"<html>", 1, &mut ShardNames::default()),
+            PutOutcome::Transient(_)
+        ));
+    }
+
+    #[test]
+    fn entries_of_one_shard_share_its_name_and_escaped_strings_are_read() {
+        let body = br#"{"Records":[
+            {"SequenceNumber":"1","ShardId":"shardId-000000000001"},
+            {"SequenceNumber":"2","ShardId":"shardId-000000000001"},
+            {"SequenceNumber":"3","ShardId":"shard\u0041"},
+            {"ErrorCode":"InternalFailure","ErrorMessage":"a \"quoted\" word"}]}"#;
+        let mut names = ShardNames::default();
+        let PutOutcome::Answered(r) = answer(body, 4, &mut names) else {
+            panic!("answered")
+        };
+        let (Ok(a), Ok(b), Ok(c)) = (&r[0], &r[1], &r[2]) else {
+            panic!("three written: {r:?}")
+        };
+        assert!(Arc::ptr_eq(&a.shard, &b.shard), "one name, shared");
+        assert_eq!((&*c.shard, c.sequence.as_str()), ("shardA", "3"));
+        assert_eq!(r[3], Err("InternalFailure: a \"quoted\" word".into()));
+        let PutOutcome::Answered(again) = answer(body, 4, &mut names) else {
+            panic!("answered")
+        };
+        let Ok(d) = &again[0] else { panic!("written") };
+        assert!(
+            Arc::ptr_eq(&a.shard, &d.shard),
+            "and kept for later answers"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - `put_path.rs`: which implementation an output uses (`KinesisPut`).
 //! - `direct.rs`: PutRecords signed with `aws-sigv4` and sent with hyper,
 //!   without the SDK's per-call machinery (the default path).
+//! - `sigv4.rs`: the direct path's signer: the canonical request of its one
+//!   request shape, the signing key derived once a day.
 //! - `aggregate.rs`: KPL re-packing for `aggregate = true` outputs.
 //! - `writer.rs`: `OutputWriter`, which drives them: one per output stream,
 //!   shared by every lane that writes to it.
@@ -39,6 +41,7 @@ pub mod request;
 pub mod service;
 pub mod shard_map;
 pub mod signing_clock;
+pub mod sigv4;
 pub mod window;
 pub mod writer;
 

@@ -139,21 +139,48 @@ impl Bucket {
     }
 }
 
-/// The pacing state of one output: a bucket per shard written to.
+/// The pacing state of one output: a bucket per shard written to. Shards
+/// are also known by a small number (their *tag*, `tag`), which the
+/// writer's queue keeps beside each ready record, so that packing a request
+/// asks about a shard by index, not by its name.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    shards: HashMap<Arc<str>, Bucket>,
+    tags: HashMap<Arc<str>, u32>,
+    /// Per tag: the shard's name and its bucket (none until written to, or
+    /// since the shard left the map).
+    buckets: Vec<(Arc<str>, Option<Bucket>)>,
 }
 
+/// The tag of records that are not paced (no shard map).
+pub const UNPACED: u32 = u32::MAX;
+
 impl Pacer {
+    /// The tag of `shard` (given once, kept while the output lives: shard ids
+    /// are never reused).
+    pub fn tag(&mut self, shard: &Arc<str>) -> u32 {
+        if let Some(&tag) = self.tags.get(&**shard) {
+            return tag;
+        }
+        let tag = self.buckets.len() as u32;
+        self.buckets.push((shard.clone(), None));
+        self.tags.insert(shard.clone(), tag);
+        tag
+    }
+
     /// Takes room for one entry of `bytes` in `shard`, or says how long until
     /// there is some. (Bytes may go into debt by one entry, so an entry
     /// larger than the burst still goes.)
     pub fn admit(&mut self, shard: &Arc<str>, bytes: usize, now: Instant) -> Result<(), Duration> {
-        let bucket = self
-            .shards
-            .entry(shard.clone())
-            .or_insert_with(|| Bucket::new(now));
+        let tag = self.tag(shard);
+        self.admit_tag(tag, bytes, now)
+    }
+
+    /// `admit` for the shard of `tag` (an unknown tag is not paced).
+    pub fn admit_tag(&mut self, tag: u32, bytes: usize, now: Instant) -> Result<(), Duration> {
+        let Some((_, bucket)) = self.buckets.get_mut(tag as usize) else {
+            return Ok(());
+        };
+        let bucket = bucket.get_or_insert_with(|| Bucket::new(now));
         bucket.refill(now);
         if bucket.has_room() {
             bucket.records -= 1.0;
@@ -165,10 +192,15 @@ impl Pacer {
         }
     }
 
+    fn bucket_mut(&mut self, shard: &str) -> Option<&mut Bucket> {
+        let tag = *self.tags.get(shard)?;
+        self.buckets.get_mut(tag as usize)?.1.as_mut()
+    }
+
     /// Kinesis throttled an entry for `shard`: its share shrinks (see the
     /// module doc) and what was saved up is spent.
     pub fn throttled(&mut self, shard: &str, now: Instant) {
-        let Some(bucket) = self.shards.get_mut(shard) else {
+        let Some(bucket) = self.bucket_mut(shard) else {
             return;
         };
         bucket.refill(now);
@@ -187,12 +219,20 @@ impl Pacer {
 
     /// This writer's share of `shard`'s quota now (1 when never written).
     pub fn share(&self, shard: &str) -> f64 {
-        self.shards.get(shard).map_or(1.0, |b| b.share)
+        self.tags
+            .get(shard)
+            .and_then(|&tag| self.buckets.get(tag as usize)?.1.as_ref())
+            .map_or(1.0, |b| b.share)
     }
 
-    /// Forgets the shards not in `keep` (the stream was resharded).
+    /// Forgets the buckets of the shards not in `keep` (the stream was
+    /// resharded); their tags stay theirs.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.shards.retain(|id, _| keep(id));
+        for (shard, bucket) in &mut self.buckets {
+            if !keep(shard) {
+                *bucket = None;
+            }
+        }
     }
 }
 

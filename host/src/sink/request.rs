@@ -25,7 +25,7 @@
 
 use super::limits::MAX_ENTRIES_PER_REQUEST;
 use super::reorders::Landings;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 
 /// How an output orders the records of one key (`ordering` in the config).
@@ -64,6 +64,18 @@ struct Slot<R> {
     request: u64,
     /// Must be sent alone (its request was rejected as invalid; finding the culprit).
     alone: bool,
+    /// The caller's group of the record (`push_tagged`), shown to `admit`.
+    tag: u32,
+}
+
+/// What the packing loop needs of a ready record, kept in `Queue::ready`
+/// itself: records skipped (their tag's shard is full) are passed over
+/// without touching their slots, which are large and scattered.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    bytes: usize,
+    tag: u32,
+    alone: bool,
 }
 
 /// Per key: its records not yet acknowledged (positions, oldest first) and,
@@ -84,7 +96,7 @@ pub struct Queue<R> {
     slots: VecDeque<Option<Slot<R>>>,
     keys: HashMap<u64, KeyState>,
     /// Positions that may be taken now (per key: its head; none: all not in flight).
-    ready: BTreeSet<u64>,
+    ready: BTreeMap<u64, Ready>,
     /// Bytes of the records in `ready`.
     ready_bytes: usize,
     len: usize,
@@ -103,7 +115,7 @@ impl<R> Queue<R> {
             base: 0,
             slots: VecDeque::new(),
             keys: HashMap::new(),
-            ready: BTreeSet::new(),
+            ready: BTreeMap::new(),
             ready_bytes: 0,
             len: 0,
             hasher: std::collections::hash_map::RandomState::new(),
@@ -128,6 +140,12 @@ impl<R> Queue<R> {
     /// Queues `item`, ordered by `key` (`key_hash` of its ordering key),
     /// counting `bytes` against the request limit; returns its position.
     pub fn push(&mut self, key: u64, bytes: usize, item: R) -> u64 {
+        self.push_tagged(key, 0, bytes, item)
+    }
+
+    /// Like `push`, with a `tag` that `next_request_admitted` shows its
+    /// `admit` instead of the record (the writer: the shard it goes to).
+    pub fn push_tagged(&mut self, key: u64, tag: u32, bytes: usize, item: R) -> u64 {
         let position = self.base + self.slots.len() as u64;
         self.slots.push_back(Some(Slot {
             item,
@@ -136,6 +154,7 @@ impl<R> Queue<R> {
             in_flight: false,
             request: 0,
             alone: false,
+            tag,
         }));
         self.len += 1;
         let state = self.keys.entry(key).or_default();
@@ -170,41 +189,39 @@ impl<R> Queue<R> {
         self.next_request_admitted(max_entries, max_bytes, |_, _| Admission::Take)
     }
 
-    /// Like `next_request`, taking only the records `admit` lets go (the
-    /// pacer: their shard has room); a record skipped stays ready, first of
-    /// its key. `Admission::Stop` ends the request there.
+    /// Like `next_request`, taking only the records `admit` lets go, asked
+    /// with each record's tag and bytes (the pacer: whether its shard has
+    /// room); a record skipped stays ready, first of its key.
+    /// `Admission::Stop` ends the request there.
     pub fn next_request_admitted(
         &mut self,
         max_entries: usize,
         max_bytes: usize,
-        mut admit: impl FnMut(&R, usize) -> Admission,
+        mut admit: impl FnMut(u32, usize) -> Admission,
     ) -> Vec<u64> {
         let max_entries = max_entries.clamp(1, MAX_ENTRIES_PER_REQUEST);
         let mut taken = Vec::new();
         let mut bytes = 0usize;
-        for &position in &self.ready {
+        for (&position, ready) in &self.ready {
             if taken.len() == max_entries {
                 break;
             }
-            let Some(slot) = self.slot(position) else {
-                continue;
-            };
-            if slot.alone {
+            if ready.alone {
                 if taken.is_empty() {
                     taken.push(position);
                     break;
                 }
                 continue;
             }
-            if !taken.is_empty() && bytes + slot.bytes > max_bytes {
+            if !taken.is_empty() && bytes + ready.bytes > max_bytes {
                 break;
             }
-            match admit(&slot.item, slot.bytes) {
+            match admit(ready.tag, ready.bytes) {
                 Admission::Take => {}
                 Admission::Skip => continue,
                 Admission::Stop => break,
             }
-            bytes += slot.bytes;
+            bytes += ready.bytes;
             taken.push(position);
         }
         if taken.is_empty() {
@@ -300,6 +317,9 @@ impl<R> Queue<R> {
         if let Some(slot) = self.slot_mut(position) {
             slot.alone = true;
         }
+        if let Some(ready) = self.ready.get_mut(&position) {
+            ready.alone = true;
+        }
         self.failed(position);
     }
 
@@ -339,20 +359,21 @@ impl<R> Queue<R> {
     }
 
     fn make_ready(&mut self, position: u64) {
-        let Some(bytes) = self.slot(position).map(|s| s.bytes) else {
+        let Some(ready) = self.slot(position).map(|s| Ready {
+            bytes: s.bytes,
+            tag: s.tag,
+            alone: s.alone,
+        }) else {
             return;
         };
-        if self.ready.insert(position) {
-            self.ready_bytes += bytes;
+        if self.ready.insert(position, ready).is_none() {
+            self.ready_bytes += ready.bytes;
         }
     }
 
     fn unready(&mut self, position: u64) {
-        let Some(bytes) = self.slot(position).map(|s| s.bytes) else {
-            return;
-        };
-        if self.ready.remove(&position) {
-            self.ready_bytes -= bytes;
+        if let Some(ready) = self.ready.remove(&position) {
+            self.ready_bytes -= ready.bytes;
         }
     }
 
@@ -364,8 +385,8 @@ impl<R> Queue<R> {
         if slot.in_flight {
             self.landed_or_back(slot.request);
         }
-        if self.ready.remove(&position) {
-            self.ready_bytes -= slot.bytes;
+        if let Some(ready) = self.ready.remove(&position) {
+            self.ready_bytes -= ready.bytes;
         }
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
@@ -415,12 +436,12 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{HashMap as Map, HashSet};
 
-    /// A queue of `keys` (one record each, of `size` bytes); items are their index.
+    /// A queue of `keys` (one record each, of `size` bytes); items and tags are their index.
     fn queue(ordering: Ordering, keys: &[&str], size: usize) -> Queue<usize> {
         let mut q = Queue::new(ordering);
         for (i, k) in keys.iter().enumerate() {
             let key = q.key_hash(k);
-            q.push(key, size, i);
+            q.push_tagged(key, i as u32, size, i);
         }
         q
     }
@@ -472,7 +493,7 @@ mod tests {
     fn records_not_admitted_stay_first_of_their_keys() {
         // Items are their push index; "b" (1, 3) is paced out.
         let mut q = queue(Ordering::PerKey, &["a", "b", "c", "b", "a"], 10);
-        let taken = q.next_request_admitted(500, 5 << 20, |&i, _| match i {
+        let taken = q.next_request_admitted(500, 5 << 20, |tag, _| match tag {
             1 | 3 => Admission::Skip,
             _ => Admission::Take,
         });

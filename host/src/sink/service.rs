@@ -32,7 +32,8 @@ impl Entry {
 /// Where one entry was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {
-    pub shard: String,
+    /// Shared: the direct path gives every entry of a shard the same name.
+    pub shard: std::sync::Arc<str>,
     pub sequence: String,
 }
 
@@ -117,7 +118,7 @@ pub fn entry_result(
     match error_code {
         Some(code) => Err(format!("{code}: {}", error_message.unwrap_or(""))),
         None => Ok(Put {
-            shard: shard.unwrap_or_default(),
+            shard: shard.unwrap_or_default().into(),
             sequence: sequence.unwrap_or_default(),
         }),
     }

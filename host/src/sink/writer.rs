@@ -28,7 +28,7 @@
 //! wakes itself when some will.
 
 use super::limits::{MAX_ENTRIES_PER_REQUEST, check_record};
-use super::pacing::Pacer;
+use super::pacing::{Pacer, UNPACED};
 use super::policy::{RetryPolicy, is_throttling};
 use super::put_path::KinesisPut;
 use super::request::{Admission, Landed, Ordering, Queue};
@@ -465,6 +465,7 @@ impl<T: Transport> OutputWriter<T> {
                     ))
                     .cloned()
                 });
+                let tag = shard.as_ref().map_or(UNPACED, |s| state.pacer.tag(s));
                 let item = Item {
                     record,
                     delivery: delivery.clone(),
@@ -472,7 +473,7 @@ impl<T: Transport> OutputWriter<T> {
                     carries,
                     shard,
                 };
-                state.queue.push(key, bytes, item);
+                state.queue.push_tagged(key, tag, bytes, item);
             }
         }
         Core::pump(&self.core);
@@ -577,21 +578,21 @@ impl<T: Transport> Core<T> {
         let now = Instant::now();
         let State { queue, pacer, .. } = state;
         let mut wait: Option<Duration> = None;
-        // Shards found full in this request: one look each.
-        let mut full: Vec<Arc<str>> = Vec::new();
+        // Shards (tags) found full in this request: one look each.
+        let mut full: Vec<u32> = Vec::new();
         let positions =
-            queue.next_request_admitted(MAX_ENTRIES_PER_REQUEST, max_bytes, |item, bytes| {
-                let Some(shard) = &item.shard else {
+            queue.next_request_admitted(MAX_ENTRIES_PER_REQUEST, max_bytes, |tag, bytes| {
+                if tag == UNPACED {
                     return Admission::Take;
-                };
-                if full.iter().any(|f| f == shard) {
+                }
+                if full.contains(&tag) {
                     return Admission::Skip;
                 }
-                match pacer.admit(shard, bytes, now) {
+                match pacer.admit_tag(tag, bytes, now) {
                     Ok(()) => Admission::Take,
                     Err(until) => {
                         wait = Some(wait.map_or(until, |w| w.min(until)));
-                        full.push(shard.clone());
+                        full.push(tag);
                         match full.len() >= shards {
                             true => Admission::Stop,
                             false => Admission::Skip,
@@ -741,7 +742,7 @@ impl<T: Transport> Core<T> {
                                 .queue
                                 .get(p)
                                 .and_then(|i| i.shard.as_deref())
-                                .is_some_and(|predicted| predicted != put.shard)
+                                .is_some_and(|predicted| predicted != &*put.shard)
                         {
                             // Resharded since the map was read.
                             pacing.stale.notify_one();
@@ -759,8 +760,8 @@ impl<T: Transport> Core<T> {
                             let misplaced = item
                                 .placement
                                 .as_deref()
-                                .is_some_and(|expected| expected != put.shard)
-                                .then_some(put.shard);
+                                .is_some_and(|expected| expected != &*put.shard)
+                                .then(|| put.shard.to_string());
                             settled.push((item, misplaced));
                         }
                     }
