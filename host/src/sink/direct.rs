@@ -33,6 +33,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -392,20 +393,20 @@ struct AnswerEntry<'a> {
 }
 
 /// The shard names an output's answers mention, each allocated once and
-/// shared by every entry written to it (a few per output; bounded).
+/// shared by every entry written to it (bounded).
 #[derive(Default)]
-pub struct ShardNames(Vec<Arc<str>>);
+pub struct ShardNames(HashSet<Arc<str>>);
 
 impl ShardNames {
     const MOST: usize = 4096;
 
     fn get(&mut self, shard: &str) -> Arc<str> {
-        if let Some(known) = self.0.iter().find(|s| &***s == shard) {
+        if let Some(known) = self.0.get(shard) {
             return known.clone();
         }
         let name: Arc<str> = shard.into();
         if self.0.len() < Self::MOST {
-            self.0.push(name.clone());
+            self.0.insert(name.clone());
         }
         name
     }
