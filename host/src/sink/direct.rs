@@ -1,7 +1,8 @@
 //! PutRecords without the SDK's orchestrator: the request body written in one
 //! pass (record data base64-encoded straight from the shared `Bytes`), signed
 //! with AWS's `aws-sigv4` crate using the SDK's credential provider, sent
-//! with hyper over a pooled connection, and the answer parsed with serde.
+//! with hyper on a kept connection driven by the sending task
+//! (`connection.rs`), and the answer parsed with serde.
 //!
 //! Why: measured with one record per request, about half of the CPU of a
 //! PutRecords through the SDK is its per-call machinery (configuration
@@ -21,6 +22,7 @@
 //! The pure parts (body, answer, error class, credential refresh) are
 //! functions tested below.
 
+use super::connection::{Connections, Connector};
 use super::service::{Entry, Put, PutOutcome, Transport, answered};
 use super::signing_clock::{SigningClock, is_skew_refusal};
 use super::sigv4::Signer;
@@ -29,16 +31,13 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_kinesis::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client as HttpClient;
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Credentials are fetched again at most this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -64,9 +63,10 @@ const SKEW_CORRECTION: i64 = 4 * 60 * 1000;
 
 /// PutRecords over HTTP, signed here.
 pub struct DirectTransport {
-    http: HttpClient<Connector, Full<Bytes>>,
-    /// The resolved endpoint, e.g. `https://kinesis.us-east-1.amazonaws.com`.
-    uri: http::Uri,
+    http: Connections,
+    /// The resolved endpoint's path and query, the request's target
+    /// (origin form: the connection is to the endpoint's host).
+    path: http::Uri,
     /// `uri` as text, as the signer wants it (computed once).
     uri_text: String,
     host: String,
@@ -119,12 +119,17 @@ impl DirectTransport {
         };
         let root = uri.path() == "/" && uri.query().is_none();
         let signer = root.then(|| Mutex::new(Signer::new(&host, &region)));
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e| anyhow::anyhow!("Kinesis endpoint {}: {e}", endpoint.url()))?;
         Ok(DirectTransport {
             signer,
             shard_names: Mutex::default(),
-            http: shared_http_client(ca_bundle)?,
+            http: Connections::new(shared_connector(ca_bundle)?, uri.clone()),
             uri_text: uri.to_string(),
-            uri,
+            path,
             host,
             region,
             credentials,
@@ -168,7 +173,7 @@ impl DirectTransport {
                 .lock()
                 .map_err(|_| "cannot sign PutRecords: the signer is poisoned".to_string())?
                 .sign(&credentials, self.clock.now(), CONTENT_TYPE, TARGET, &body);
-            let mut request = http::Request::post(self.uri.clone())
+            let mut request = http::Request::post(self.path.clone())
                 .header(http::header::HOST, &self.host)
                 .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
                 .header("x-amz-target", TARGET)
@@ -207,7 +212,7 @@ impl DirectTransport {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| format!("cannot sign PutRecords: {e}"))?
             .into_parts();
-        let mut request = http::Request::post(self.uri.clone())
+        let mut request = http::Request::post(self.path.clone())
             .header(http::header::HOST, &self.host)
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
             .header("x-amz-target", TARGET)
@@ -223,27 +228,19 @@ impl DirectTransport {
         let credentials = self.credentials().await?;
         let request = self.request(body, credentials)?;
         let sent = SystemTime::now();
-        let response = self
+        let (head, body) = self
             .http
-            .request(request)
+            .send(request)
             .await
-            .map_err(|e| format!("PutRecords to {}: {}", self.host, error_chain(&e)))?;
+            .map_err(|e| format!("PutRecords to {}: {e}", self.host))?;
         let moved = self.clock.observe(
             sent,
             SystemTime::now(),
-            response
-                .headers()
+            head.headers
                 .get(http::header::DATE)
                 .and_then(|d| d.to_str().ok()),
         );
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("PutRecords: reading the answer: {e}"))?
-            .to_bytes();
-        Ok((status, body, moved))
+        Ok((head.status, body, moved))
     }
 }
 
@@ -290,18 +287,17 @@ fn refuses_credentials(code: &str) -> bool {
     )
 }
 
-/// One HTTP client (connection pool, TLS roots) per CA bundle, shared by
-/// every output trusting the same roots: the roots are loaded once, not
-/// per output.
-fn shared_http_client(bundle: Option<&Path>) -> anyhow::Result<HttpClient<Connector, Full<Bytes>>> {
-    type Clients = Mutex<Vec<(Option<PathBuf>, HttpClient<Connector, Full<Bytes>>)>>;
-    static CLIENTS: std::sync::OnceLock<Clients> = std::sync::OnceLock::new();
-    let clients = CLIENTS.get_or_init(Default::default);
-    let mut clients = clients
+/// One connector (TLS roots) per CA bundle, shared by every output trusting
+/// the same roots: the roots are loaded once, not per output.
+fn shared_connector(bundle: Option<&Path>) -> anyhow::Result<Connector> {
+    type Connectors = Mutex<Vec<(Option<PathBuf>, Connector)>>;
+    static CONNECTORS: std::sync::OnceLock<Connectors> = std::sync::OnceLock::new();
+    let connectors = CONNECTORS.get_or_init(Default::default);
+    let mut connectors = connectors
         .lock()
-        .map_err(|_| anyhow::anyhow!("the HTTP client table is poisoned"))?;
-    if let Some((_, client)) = clients.iter().find(|(b, _)| b.as_deref() == bundle) {
-        return Ok(client.clone());
+        .map_err(|_| anyhow::anyhow!("the connector table is poisoned"))?;
+    if let Some((_, connector)) = connectors.iter().find(|(b, _)| b.as_deref() == bundle) {
+        return Ok(connector.clone());
     }
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -312,11 +308,8 @@ fn shared_http_client(bundle: Option<&Path>) -> anyhow::Result<HttpClient<Connec
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let client = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
-    clients.push((bundle.map(Path::to_path_buf), client.clone()));
-    Ok(client)
+    connectors.push((bundle.map(Path::to_path_buf), connector.clone()));
+    Ok(connector)
 }
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -474,7 +467,7 @@ pub fn classify(status: http::StatusCode, code: &str, message: &str) -> PutOutco
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

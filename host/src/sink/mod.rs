@@ -16,6 +16,8 @@
 //! - `put_path.rs`: which implementation an output uses (`KinesisPut`).
 //! - `direct.rs`: PutRecords signed with `aws-sigv4` and sent with hyper,
 //!   without the SDK's per-call machinery (the default path).
+//! - `connection.rs`: the direct path's HTTP/1 connections, kept between
+//!   requests and driven by the task that sends on them.
 //! - `sigv4.rs`: the direct path's signer: the canonical request of its one
 //!   request shape, the signing key derived once a day.
 //! - `aggregate.rs`: KPL re-packing for `aggregate = true` outputs.
@@ -31,6 +33,7 @@
 //! later record of its key, whichever entries Kinesis rejects.
 
 pub mod aggregate;
+mod connection;
 pub mod direct;
 pub mod limits;
 pub mod pacing;
